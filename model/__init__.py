@@ -1,0 +1,23 @@
+"""News-article classifier: one encoder, one head per task (topic, framing, ...).
+
+    from model import load_classifier, predict
+    clf = load_classifier("runs/bbc_topic/model")
+    clf.predict("Shares in the bank rose 5% after ...")     # -> dict
+    predict(["text one", "text two"], model="runs/bbc_topic/model")  # -> list of dicts
+"""
+
+from .artifact import ArtifactError, build_network, load_artifact, save_artifact
+from .config import MULTI_LABEL, SINGLE_LABEL, ModelConfig, TaskSpec
+from .inference import ArticleClassifier, load_classifier, predict
+from .inputs import InputRecord, iter_articles
+from .network import ArticleClassifierNetwork
+from .text import EncodedArticle, chunk_articles, clean_text
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArticleClassifier", "ArticleClassifierNetwork", "ArtifactError", "EncodedArticle",
+    "InputRecord", "ModelConfig", "MULTI_LABEL", "SINGLE_LABEL", "TaskSpec", "build_network",
+    "chunk_articles", "clean_text", "iter_articles", "load_artifact", "load_classifier",
+    "predict", "save_artifact",
+]

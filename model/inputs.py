@@ -1,0 +1,141 @@
+"""Reading articles from files, one record at a time, with the place of every problem.
+
+Used by batch prediction (`article-classifier predict`) and by the training loaders.
+Nothing is read whole into memory, so inputs of any size stream through.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .text import join_title
+
+csv.field_size_limit(sys.maxsize)  # real articles exceed the csv module's 128 KB default
+
+
+@dataclass
+class InputRecord:
+    """One input article. `error` is set (and `text` is None) when the record is unusable."""
+
+    id: str
+    text: str | None
+    where: str
+    fields: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield `(line_number, object, error)` for every non-blank line of a JSONL file."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield number, None, (f"not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                                     f"{err.start + 1})")
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield number, None, f"malformed JSON ({err.msg} at column {err.colno})"
+                continue
+            if not isinstance(obj, dict):
+                yield number, None, f"expected a JSON object, got {type(obj).__name__}"
+                continue
+            yield number, obj, None
+
+
+def read_csv(path: str | Path, required: tuple[str, ...] = ()
+             ) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield `(line_number, row, error)` for every row of a CSV (or TSV) file.
+
+    Undecodable bytes are caught per row, so one bad row never hides the rest.
+    Raises ValueError naming the file if a required column is missing.
+    """
+    delimiter = "\t" if str(path).endswith(".tsv") else ","
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; the header has {header}")
+        for row in reader:
+            number = reader.line_num
+            if None in row or any(v is None for v in row.values()):
+                yield number, None, f"expected {len(header)} columns, got a different number"
+                continue
+            if any(_undecodable(v) for v in row.values()):
+                yield number, None, "not valid UTF-8"
+                continue
+            yield number, row, None
+
+
+def _undecodable(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def read_text_file(path: Path,
+                   fallback_encoding: str | None = None) -> tuple[str | None, str | None]:
+    """`(text, error)` for a whole text file, trying UTF-8 then `fallback_encoding`."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as err:
+        if fallback_encoding:
+            return raw.decode(fallback_encoding), None
+        return None, f"not valid UTF-8 (byte {raw[err.start]:#04x} at offset {err.start})"
+
+
+def iter_articles(path: str | Path, text_column: str = "text", id_column: str = "id",
+                  title_column: str = "title") -> Iterator[InputRecord]:
+    """Articles from a JSONL file, a CSV/TSV file, or a folder of `.txt` files.
+
+    A record's id is its `id_column` value when present, else its line number (or the
+    file name for a folder). A title column, when present, is read before the text.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        for file in files:
+            text, error = read_text_file(file)
+            yield InputRecord(str(file.relative_to(path).with_suffix("")), text, str(file),
+                              error=error)
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        rows = read_csv(path, required=(text_column,))
+    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        rows = read_jsonl(path)
+    else:
+        raise ValueError(f"{path}: unknown input type; use .jsonl, .csv, .tsv or a folder "
+                         "of .txt files")
+    for number, row, error in rows:
+        where = f"{path}:{number}"
+        record_id = str(row[id_column]) if row and row.get(id_column) not in (None, "") \
+            else str(number)
+        if error is None:
+            text, error = _article_text(row, text_column, title_column)
+        else:
+            text = None
+        yield InputRecord(record_id, text, where, row or {}, error)
+
+
+def _article_text(row: dict, text_column: str, title_column: str):
+    text = row.get(text_column)
+    if text is None:
+        return None, f"no {text_column!r} field"
+    if not isinstance(text, str):
+        return None, f"{text_column!r} is {type(text).__name__}, expected a string"
+    title = row.get(title_column)
+    text = join_title(title if isinstance(title, str) else None, text)
+    if not text.strip():
+        return None, "empty text"
+    return text, None

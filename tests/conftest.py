@@ -1,0 +1,115 @@
+"""Shared fixtures: a tiny random BERT with a tokenizer trained in code, small real data,
+and a model trained for real through the `python -m train` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: int = 600):
+    """Run `python -m ...` from the repo root as a user would; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}"
+                             f"\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def bbc_texts(limit: int = 200) -> list[str]:
+    from train.config import DatasetConfig
+    from train.data import load_bbc
+
+    rows = load_bbc(DatasetConfig(), None)
+    return [text for _, _, text, _, _ in rows][:: max(1, 2225 // limit)][:limit]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT and a WordPiece tokenizer trained on BBC text."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny_encoder")
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece.train_from_iterator(bbc_texts(300), trainers.WordPieceTrainer(
+        vocab_size=3000, special_tokens=special))
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", wordpiece.token_to_id("[CLS]")),
+                        ("[SEP]", wordpiece.token_to_id("[SEP]"))])
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]",
+                                  pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                  mask_token="[MASK]", model_max_length=512)
+    config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=512)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_keyword_jsonl(path: Path, n: int = 120, seed: int = 0) -> Path:
+    """Two easy classes told apart by their vocabulary, in the format users supply."""
+    import random
+
+    rng = random.Random(seed)
+    words = {"sport": "match goal striker league coach season win team football cup",
+             "business": "shares market profit bank economy investors growth company price"}
+    filler = "the a of and in on said it was for with".split()
+    with open(path, "w") as handle:
+        for i in range(n):
+            label = "sport" if i % 2 else "business"
+            tokens = [rng.choice(words[label].split() if rng.random() < 0.5 else filler)
+                      for _ in range(rng.randint(20, 120))]
+            handle.write(json.dumps({"id": f"a{i}", "title": f"Story {i}",
+                                     "text": " ".join(tokens), "label": label}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def keyword_data(tmp_path_factory) -> Path:
+    return write_keyword_jsonl(tmp_path_factory.mktemp("data") / "keywords.jsonl")
+
+
+def tiny_overrides(encoder: Path, out_dir: Path, *extra: str) -> list[str]:
+    sets = [f"model.encoder={encoder}", "model.max_length=64", "model.stride=8",
+            "model.max_chunks=8", f"training.output_dir={out_dir}", "training.precision=fp32",
+            "training.logging_steps=5", *extra]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_encoder, tmp_path_factory) -> Path:
+    """A tiny model trained for real on 150 BBC articles through `python -m train`."""
+    out = tmp_path_factory.mktemp("run") / "bbc_tiny"
+    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+            *tiny_overrides(tiny_encoder, out, "data.max_samples=150", "training.epochs=2",
+                            "training.learning_rate=1e-3", "model.train_max_chunks=2"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def keyword_run(tiny_encoder, keyword_data, tmp_path_factory) -> Path:
+    """A tiny model trained on an easy JSONL task: it must learn it."""
+    out = tmp_path_factory.mktemp("run") / "keywords"
+    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+            *tiny_overrides(tiny_encoder, out, "tasks.0.dataset.format=jsonl",
+                            f"tasks.0.dataset.path={keyword_data}", "training.epochs=6",
+                            "training.batch_size=8", "training.learning_rate=3e-3",
+                            "training.warmup_ratio=0.0"))
+    return out

@@ -1,0 +1,76 @@
+"""The artifact folder: self-contained, safetensors only, and refused clearly when broken."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from model import ArtifactError, load_classifier
+
+
+@pytest.fixture()
+def artifact_copy(keyword_run, tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(keyword_run / "model", dst)
+    return dst
+
+
+def test_artifact_records_everything_inference_needs(keyword_run):
+    doc = json.loads((keyword_run / "model" / "config.json").read_text())
+    assert doc["format_version"] == 1
+    assert doc["tasks"] == [{"name": "topic", "type": "single_label",
+                             "labels": ["business", "sport"], "thresholds": None}]
+    assert doc["model"]["max_length"] == 64 and doc["model"]["pooling"] == "mean"
+    assert doc["encoder_config"]["hidden_size"] == 32
+    assert "accuracy" in doc["metrics"]["test"]["topic"]
+    card = (keyword_run / "model" / "README.md").read_text()
+    assert "topic" in card and "accuracy" in card
+    assert not list((keyword_run / "model").glob("*.bin"))
+
+
+def test_loaded_copy_predicts_like_the_original(keyword_run, artifact_copy, tmp_path):
+    moved = tmp_path / "elsewhere"
+    shutil.move(artifact_copy, moved)  # no path back to the encoder or the run is needed
+    a = load_classifier(keyword_run / "model").predict("the team won the cup")
+    b = load_classifier(moved).predict("the team won the cup")
+    assert a == b
+
+
+def test_missing_or_corrupted_weights(artifact_copy):
+    weights = artifact_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match="corrupted"):
+        load_classifier(artifact_copy)
+    weights.unlink()
+    with pytest.raises(ArtifactError, match="no model.safetensors"):
+        load_classifier(artifact_copy)
+
+
+def test_newer_format_is_refused(artifact_copy):
+    path = artifact_copy / "config.json"
+    doc = json.loads(path.read_text())
+    doc["format_version"] = 99
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="newer than this library reads"):
+        load_classifier(artifact_copy)
+
+
+def test_pickle_weights_need_an_explicit_flag(artifact_copy):
+    clf = load_classifier(artifact_copy)
+    (artifact_copy / "model.safetensors").unlink()
+    torch.save(clf.network.state_dict(), artifact_copy / "pytorch_model.bin")
+    with pytest.raises(ArtifactError, match="pickle weights are refused"):
+        load_classifier(artifact_copy)
+    trusted = load_classifier(artifact_copy, allow_pickle=True)
+    assert trusted.predict("goal") == clf.predict("goal")
+
+
+def test_bad_texts_are_named(keyword_run):
+    clf = load_classifier(keyword_run / "model")
+    with pytest.raises(TypeError, match="text 1: expected a string, got NoneType"):
+        clf.predict(["fine", None])
+    with pytest.raises(ValueError, match="text 0: empty text"):
+        clf.predict("  \n ")

@@ -1,0 +1,114 @@
+"""Windowing of long articles, text cleaning, and pooling of chunks in the network."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from model.config import ModelConfig, TaskSpec
+from model.network import ArticleClassifierNetwork
+from model.text import (
+    chunk_articles,
+    clean_text,
+    pick_training_windows,
+    spread_indices,
+    strip_boilerplate,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_encoder):
+    return AutoTokenizer.from_pretrained(tiny_encoder)
+
+
+def test_windows_cover_the_whole_article_with_overlap(tokenizer):
+    text = " ".join(f"word{i % 50} market" for i in range(400))
+    full = tokenizer(text, add_special_tokens=False)["input_ids"]
+    [art] = chunk_articles(tokenizer, [text], max_length=64, stride=16, max_chunks=100)
+    assert art.n_tokens == len(full) and not art.truncated
+    body = [w[1:-1] for w in art.windows]  # strip [CLS] ... [SEP]
+    assert all(len(w) <= 64 for w in art.windows)
+    for prev, nxt in zip(body, body[1:]):
+        assert prev[-16:] == nxt[:16]  # consecutive windows share `stride` tokens
+    rebuilt = body[0] + [t for w in body[1:] for t in w[16:]]
+    assert rebuilt == full
+
+
+def test_short_article_is_one_window(tokenizer):
+    [art] = chunk_articles(tokenizer, ["Shares rose."], 64, 16, 8)
+    assert len(art.windows) == 1 and art.n_windows_total == 1 and art.n_tokens >= 2
+
+
+def test_too_long_article_keeps_windows_spread_and_says_so(tokenizer):
+    text = " ".join(["market"] * 3000)
+    [art] = chunk_articles(tokenizer, [text], 64, 8, 4)
+    assert len(art.windows) == 4 and art.n_windows_total > 4 and art.truncated
+    assert art.n_tokens == 3000
+
+
+def test_spread_and_training_windows():
+    assert spread_indices(3, 5) == [0, 1, 2]
+    assert spread_indices(10, 3) == [0, 4, 9] or spread_indices(10, 3) == [0, 5, 9]
+    rng = random.Random(0)
+    assert pick_training_windows(10, 2, "first", rng) == [0, 1]
+    starts = {pick_training_windows(10, 2, "random", rng)[0] for _ in range(200)}
+    assert starts == set(range(9))
+
+
+def test_clean_text_normalises_and_keeps_content():
+    raw = "Title\r\n\r\n\r\nBody\x00 with\t\ttabs\u00a0and\x1b controls"
+    assert clean_text(raw) == "Title\n\nBody with tabs and controls"
+
+
+def test_boilerplate_is_cut_only_at_the_end():
+    body = "\n".join(f"Paragraph {i} of the story." for i in range(12))
+    page = body + "\nLatest News\nLink one\nLink two\nReceive our daily newsletter"
+    assert strip_boilerplate(page) == body
+    early = "Read more about it below.\n" + body
+    assert strip_boilerplate(early) == early
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
+def test_pooling_groups_chunks_by_article(tiny_encoder, pooling):
+    torch.manual_seed(0)
+    tasks = [TaskSpec("topic", "single_label", ["a", "b", "c"]),
+             TaskSpec("frames", "multi_label", ["x", "y"])]
+    net = ArticleClassifierNetwork(AutoModel.from_pretrained(tiny_encoder), tasks,
+                                   ModelConfig(pooling=pooling, dropout=0.0)).eval()
+    ids = torch.randint(5, 100, (5, 12))
+    mask = torch.ones_like(ids)
+    chunk_article = torch.tensor([0, 0, 0, 1, 2])
+    out = net(ids, mask, chunk_article)["logits"]
+    assert out["topic"].shape == (3, 3) and out["frames"].shape == (3, 2)
+    # Each article's logits depend only on its own chunks.
+    alone = net(ids[:3], mask[:3], torch.zeros(3, dtype=torch.long))["logits"]
+    assert torch.allclose(alone["topic"][0], out["topic"][0], atol=1e-5)
+    if pooling == "mean":
+        per_chunk = net(ids[:3], mask[:3], torch.arange(3))["logits"]["topic"]
+        assert torch.allclose(per_chunk.mean(0), out["topic"][0], atol=1e-5)
+
+
+def test_each_head_loss_sees_only_its_task(tiny_encoder):
+    tasks = [TaskSpec("topic", "single_label", ["a", "b"]),
+             TaskSpec("frames", "multi_label", ["x", "y"])]
+    net = ArticleClassifierNetwork(AutoModel.from_pretrained(tiny_encoder), tasks,
+                                   ModelConfig(dropout=0.0))
+    ids, mask = torch.randint(5, 100, (2, 10)), torch.ones(2, 10, dtype=torch.long)
+    targets = {"topic": torch.tensor([1, -100])}
+    out = net(ids, mask, torch.tensor([0, 1]), task_ids=torch.tensor([0, 1]), targets=targets)
+    expected = torch.nn.functional.cross_entropy(out["logits"]["topic"][:1], torch.tensor([1]))
+    assert torch.allclose(out["loss"], expected)
+    out["loss"].backward()
+    assert net.heads["topic"].weight.grad.abs().sum() > 0
+    frames_grad = net.heads["frames"].weight.grad
+    assert frames_grad is None or frames_grad.abs().sum() == 0
+
+
+def test_model_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="pooling"):
+        ModelConfig(pooling="median")
+    with pytest.raises(ValueError, match="stride"):
+        ModelConfig(max_length=64, stride=40)

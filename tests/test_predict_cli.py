@@ -1,0 +1,118 @@
+"""`article-classifier predict` over JSONL, CSV and folders, through the real command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .conftest import bbc_texts, run_cli
+
+CLI = str(Path(sys.executable).with_name("article-classifier"))
+
+
+def predict_cli(*args, check=True):
+    import subprocess
+
+    exe = [CLI] if Path(CLI).exists() else [sys.executable, "-m", "model.cli"]
+    proc = subprocess.run([*exe, "predict", *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_jsonl_in_order_with_ids_scores_and_progress(trained_run, tmp_path):
+    texts = bbc_texts(300)
+    src = tmp_path / "articles.jsonl"
+    with open(src, "w") as handle:
+        for i in range(1000):
+            handle.write(json.dumps({"id": f"doc-{i}", "text": texts[i % len(texts)][:600]})
+                         + "\n")
+    out = tmp_path / "pred.jsonl"
+    proc = predict_cli(str(trained_run / "model"), str(src), "--output", str(out),
+                       "--batch-size", "64")
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(1000)]
+    labels = {"business", "entertainment", "politics", "sports", "tech"}
+    for row in rows:
+        assert row["topic"]["label"] in labels and set(row["topic"]["probabilities"]) == labels
+        assert row["topic"]["score"] == max(row["topic"]["probabilities"].values())
+        assert row["tokens"] > 0 and row["chunks"] >= 1
+    assert "1000/1000" in proc.stderr  # the progress bar reached the end
+
+
+def test_title_and_text_are_read_together(trained_run, tmp_path):
+    src = tmp_path / "titled.jsonl"
+    src.write_text(json.dumps({"id": 1, "title": "Chancellor outlines budget",
+                               "text": "The plan was welcomed."}) + "\n")
+    out = tmp_path / "o.jsonl"
+    predict_cli(str(trained_run / "model"), str(src), "-o", str(out))
+    titled = read_jsonl(out)[0]
+    src.write_text(json.dumps({"id": 1, "text": "The plan was welcomed."}) + "\n")
+    predict_cli(str(trained_run / "model"), str(src), "-o", str(out))
+    assert titled["tokens"] > read_jsonl(out)[0]["tokens"]
+
+
+def test_bad_lines_get_error_entries_and_the_rest_is_predicted(trained_run, tmp_path):
+    src = tmp_path / "mixed.jsonl"
+    lines = [json.dumps({"id": "ok1", "text": "Shares fell sharply."}), "{not json",
+             json.dumps({"id": "empty", "text": "   "}), json.dumps({"id": "num", "text": 5}),
+             json.dumps({"id": "ok2", "text": "The band released a new album."})]
+    src.write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "bytes", "text": "\xff"}\n')
+    out = tmp_path / "out.jsonl"
+    proc = predict_cli(str(trained_run / "model"), str(src), "-o", str(out))
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == ["ok1", "2", "empty", "num", "ok2", "6"]
+    assert "topic" in rows[0] and "topic" in rows[4]
+    assert "malformed JSON" in rows[1]["error"] and rows[1]["where"].endswith("mixed.jsonl:2")
+    assert rows[2]["error"] == "empty text" and "string" in rows[3]["error"]
+    assert "UTF-8" in rows[5]["error"]
+    assert "4 records with errors" in proc.stderr
+
+
+def test_csv_with_text_column(trained_run, tmp_path):
+    src = tmp_path / "a.csv"
+    with open(src, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "body"])
+        writer.writerow(["x", "Profits rose at the bank,\nsaid the chief executive."])
+        writer.writerow(["y", "The film won an award."])
+    out = tmp_path / "o.jsonl"
+    predict_cli(str(trained_run / "model"), str(src), "--text-column", "body", "-o", str(out))
+    assert [r["id"] for r in read_jsonl(out)] == ["x", "y"]
+    missing = predict_cli(str(trained_run / "model"), str(src), "-o", str(out), check=False)
+    assert missing.returncode == 2 and "missing column(s) ['text']" in missing.stderr
+
+
+def test_folder_of_text_files(trained_run, tmp_path):
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    for i, text in enumerate(bbc_texts(5)):
+        (folder / f"{i:03d}.txt").write_text(text)
+    out = tmp_path / "o.jsonl"
+    predict_cli(str(trained_run / "model"), str(folder), "-o", str(out))
+    assert [r["id"] for r in read_jsonl(out)] == ["000", "001", "002", "003", "004"]
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "x"}\n')
+    proc = predict_cli(str(tmp_path / "nope"), str(src), "-o", str(tmp_path / "o.jsonl"),
+                       check=False)
+    assert proc.returncode == 2 and "no such model folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_module_entry_point(trained_run, tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"id": "q", "text": "Election campaign"}\n')
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    run_cli("-m", "model.cli", "predict", str(trained_run / "model"), str(src),
+            "-o", str(tmp_path / "out" / "p.jsonl"))
+    assert read_jsonl(tmp_path / "out" / "p.jsonl")[0]["id"] == "q"

@@ -1,0 +1,15 @@
+"""Training, evaluation and benchmark jobs. `python -m train --config configs/X.yaml`."""
+
+from .config import (
+                     DataConfig,
+                     DatasetConfig,
+                     RunConfig,
+                     TaskConfig,
+                     TrainingConfig,
+                     load_run_config,
+)
+from .data import LOADERS, DataError, load_task, register_loader, split_examples
+
+__all__ = ["DataConfig", "DataError", "DatasetConfig", "LOADERS", "RunConfig", "TaskConfig",
+           "TrainingConfig", "load_run_config", "load_task", "register_loader",
+           "split_examples"]

@@ -1,0 +1,226 @@
+"""Run configuration: YAML files in configs/ map one to one onto these dataclasses.
+
+    model:     ModelConfig (saved inside the artifact; see model/config.py)
+    data:      DataConfig, shared by every task
+    tasks:     a list of TaskConfig, each with its own DatasetConfig
+    training:  TrainingConfig
+
+`--set section.key=value` overrides any field (`--set tasks.0.dataset.path=x.jsonl`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from model.config import SINGLE_LABEL, TASK_TYPES, ModelConfig, dataclass_from_dict
+
+
+@dataclass
+class DatasetConfig:
+    """Where one task's labelled articles come from.
+
+    Attributes:
+        format: a loader name: bbc, jsonl, csv, text_folders or hf (see train/data.py).
+        path: file or folder; relative paths are read from `data.data_dir` first, then
+            from the working directory.
+        text_field / title_field / label_field / id_field: column names (jsonl, csv, hf).
+        labels: the allowed labels in a fixed order; by default, those seen in the data.
+        hf_name / hf_config / hf_split: for `hf`, the `datasets.load_dataset` arguments.
+        encoding_fallback: decode text files that are not UTF-8 with this instead of
+            reporting them as bad records (e.g. latin-1).
+    """
+
+    format: str = "bbc"
+    path: str | None = None
+    text_field: str = "text"
+    title_field: str | None = "title"
+    label_field: str = "label"
+    id_field: str | None = "id"
+    labels: list[str] | None = None
+    hf_name: str | None = None
+    hf_config: str | None = None
+    hf_split: str = "train"
+    encoding_fallback: str | None = None
+
+
+@dataclass
+class TaskConfig:
+    """One head and its data.
+
+    Attributes:
+        name: the key of this task in every prediction (e.g. `topic`).
+        type: single_label (softmax) or multi_label (sigmoid).
+        dataset: where its articles come from.
+        class_weights: `balanced` weighs the loss by inverse class frequency; none if null.
+        loss_weight: this task's share of the summed loss.
+    """
+
+    name: str = "topic"
+    type: str = SINGLE_LABEL
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    class_weights: str | None = None
+    loss_weight: float = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.dataset, dict):
+            self.dataset = dataclass_from_dict(DatasetConfig, self.dataset,
+                                               f"tasks[{self.name}].dataset")
+        if self.type not in TASK_TYPES:
+            raise ValueError(f"tasks[{self.name}].type must be one of {TASK_TYPES}")
+        if self.class_weights not in (None, "balanced"):
+            raise ValueError(f"tasks[{self.name}].class_weights must be balanced or null")
+
+
+@dataclass
+class DataConfig:
+    """Splitting and cleaning rules shared by all tasks.
+
+    Attributes:
+        data_dir: folder that relative dataset paths are read from; defaults to
+            $ARTICLE_DATA_DIR, else ../shared/data when it exists.
+        max_samples: keep at most this many articles per task (quick runs, tests).
+        validation_fraction / test_fraction: held-out shares, stratified by label.
+        split_seed: seed of the split (independent of the training seed).
+        deduplicate: drop exact duplicate texts before splitting, so no test article
+            is also a training article.
+        on_bad_record: `skip` (count and report) or `fail` (stop at the first).
+    """
+
+    data_dir: str | None = None
+    max_samples: int | None = None
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 42
+    deduplicate: bool = True
+    on_bad_record: str = "skip"
+
+    def __post_init__(self):
+        if self.on_bad_record not in ("skip", "fail"):
+            raise ValueError("data.on_bad_record must be skip or fail")
+        if not (0 < self.validation_fraction < 1 and 0 < self.test_fraction < 1
+                and self.validation_fraction + self.test_fraction < 1):
+            raise ValueError("data.validation_fraction and data.test_fraction must be in "
+                             "(0, 1) and sum to less than 1")
+
+    def resolved_data_dir(self) -> Path | None:
+        for candidate in (self.data_dir, os.environ.get("ARTICLE_DATA_DIR"), "../shared/data"):
+            if candidate and Path(candidate).is_dir():
+                return Path(candidate)
+        return None
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation and output. Passed on to Hugging Face `TrainingArguments`.
+
+    Attributes:
+        output_dir: the run folder (checkpoints/, model/, metrics.json, report.md, plots).
+        epochs / batch_size / learning_rate / weight_decay / warmup_ratio: as usual;
+            `batch_size` counts articles per device.
+        eval_batch_size: token windows per forward pass at evaluation.
+        seed: seeds weights init, shuffling and window draws.
+        precision: `auto` (bf16 where the CPU or GPU runs it natively, else fp32), fp32,
+            bf16 or fp16 (GPU only).
+        eval_strategy: when to evaluate and checkpoint: `epoch` or `steps`.
+        eval_steps: with `steps`, how often.
+        save_total_limit: checkpoints kept (the best one is always kept).
+        logging_steps: how often the loss is logged.
+        threads: CPU threads for torch; null lets torch decide.
+    """
+
+    output_dir: str = "runs/bbc_topic"
+    epochs: float = 3.0
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    seed: int = 42
+    precision: str = "auto"
+    eval_strategy: str = "epoch"
+    eval_steps: int = 100
+    save_total_limit: int = 2
+    logging_steps: int = 20
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError("training.precision must be auto, fp32, bf16 or fp16")
+        if self.eval_strategy not in ("epoch", "steps"):
+            raise ValueError("training.eval_strategy must be epoch or steps")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig()])
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        names = [t.name for t in self.tasks]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"tasks need unique names, got {names}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_run_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML run config, apply `key=value` overrides, and validate it."""
+    raw = {}
+    if path is not None:
+        text = Path(path).read_text()
+        raw = yaml.safe_load(text) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a run config must be a mapping")
+    for item in overrides:
+        apply_override(raw, item)
+    return run_config_from_dict(raw, str(path or "config"))
+
+
+def run_config_from_dict(raw: dict, where: str = "config") -> RunConfig:
+    unknown = sorted(set(raw) - {f.name for f in fields(RunConfig)})
+    if unknown:
+        raise ValueError(f"{where}: unknown section(s) {unknown}")
+    tasks = raw.get("tasks") or [{}]
+    if not isinstance(tasks, list):
+        raise ValueError(f"{where}: tasks must be a list")
+    return RunConfig(
+        model=dataclass_from_dict(ModelConfig, raw.get("model"), "model"),
+        data=dataclass_from_dict(DataConfig, raw.get("data"), "data"),
+        tasks=[dataclass_from_dict(TaskConfig, t, f"tasks[{i}]") for i, t in enumerate(tasks)],
+        training=dataclass_from_dict(TrainingConfig, raw.get("training"), "training"),
+    )
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `a.b.c=value` override to a nested dict; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(node, list):
+            node = node[_list_index(node, part, key)]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = [{}] if nxt.isdigit() else {}
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = yaml.safe_load(value)
+    else:
+        node[last] = yaml.safe_load(value)
+
+
+def _list_index(node: list, part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ValueError(f"--set {key}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)

@@ -1,0 +1,58 @@
+"""Re-evaluate a model artifact on a split of the data a run config describes.
+
+    python -m train.evaluate --model runs/bbc_topic/model --config configs/bbc_topic.yaml
+    python -m train.evaluate --model DIR --config configs/bbc_topic.yaml --split validation \
+        --out runs/bbc_topic/eval_validation
+
+The split is rebuilt exactly as training built it (same data, seed and deduplication),
+and the artifact's own labels are the allowed labels. Writes metrics.json, report.md and
+the plots into --out (default: the artifact's parent folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from model.artifact import ArtifactError
+from model.inference import load_classifier
+
+from .config import load_run_config
+from .data import DataError
+from .metrics import environment, write_reports
+from .run import evaluate_split, prepare_data, print_summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="artifact folder")
+    parser.add_argument("--config", required=True, help="run config naming the data")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", help="output folder (default: the model's parent)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    try:
+        clf = load_classifier(args.model, precision=args.precision)
+        cfg = load_run_config(args.config, args.set)
+        cfg.tasks = [t for t in cfg.tasks if t.name in {s.name for s in clf.tasks}]
+        if not cfg.tasks:
+            raise DataError(f"the config has none of the model's tasks "
+                            f"{[t.name for t in clf.tasks]}")
+        _, splits, data_report = prepare_data(cfg, {t.name: t.labels for t in clf.tasks})
+    except (ArtifactError, DataError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results = evaluate_split(clf, splits, args.split, args.batch_size)
+    out = Path(args.out) if args.out else Path(args.model).resolve().parent
+    extra = {"model": str(args.model), "examples": data_report, "environment": environment()}
+    tasks = [t for t in clf.tasks if t.name in results]
+    print_summary(write_reports(out, results, tasks, extra, args.split), out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

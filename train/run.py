@@ -1,0 +1,187 @@
+"""Train a model from a run config, evaluate it on the test split, save the artifact.
+
+One CPU or one GPU:
+    python -m train --config configs/bbc_topic.yaml
+    python -m train --config configs/bbc_topic.yaml \
+        --set training.epochs=1 --set data.max_samples=200
+Resume an interrupted run from its last checkpoint:
+    python -m train --config configs/bbc_topic.yaml --resume
+Several GPUs or nodes (the Trainer handles the distribution):
+    torchrun --nproc_per_node 4 -m train --config configs/bbc_topic.yaml
+    accelerate launch -m train --config configs/bbc_topic.yaml
+
+Writes into `training.output_dir`: model/ (the artifact), metrics.json, report.md,
+confusion_matrix.png, config.yaml (the resolved config), splits.json, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from model.artifact import build_network, save_artifact
+from model.config import MULTI_LABEL, TaskSpec
+from model.inference import ArticleClassifier
+
+from .config import RunConfig, load_run_config
+from .data import DataError, load_task, multi_hot, split_examples
+from .metrics import environment, task_metrics, write_reports
+from .trainer import (
+    ArticleDataset,
+    ArticleTrainer,
+    ChunkCollator,
+    choose_precision,
+    training_arguments,
+)
+
+
+def parse_args(argv=None, description: str = __doc__):
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML run config (configs/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. training.epochs=1 (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in the output folder")
+    return parser.parse_args(argv)
+
+
+def prepare_data(cfg: RunConfig, label_sets: dict[str, list[str]] | None = None):
+    """Load, check and split every task. Returns `(task_specs, splits, data_report)`.
+
+    `splits[task][split]` is a list of examples. `label_sets` fixes each task's labels
+    (when evaluating a trained model); otherwise they come from the config or the data.
+    """
+    specs, splits, report = [], {}, {}
+    for task in cfg.tasks:
+        if label_sets and task.name in label_sets:
+            task.dataset.labels = label_sets[task.name]
+        data = load_task(task, cfg.data)
+        specs.append(TaskSpec(task.name, task.type, data.labels))
+        splits[task.name] = split_examples(data.examples, data.labels, task.type, cfg.data)
+        report[task.name] = {**data.summary(),
+                             **{f"{k}_size": len(v) for k, v in splits[task.name].items()},
+                             "first_bad_records": [f"{w}: {p}" for w, p in data.bad_records[:20]]}
+        for where, problem in data.bad_records[:5]:
+            print(f"skipped {where}: {problem}", file=sys.stderr)
+        if len(data.bad_records) > 5:
+            print(f"... {len(data.bad_records) - 5} more bad records in task {task.name}",
+                  file=sys.stderr)
+    return specs, splits, report
+
+
+def targets_for(spec: TaskSpec, examples) -> list:
+    if spec.type == MULTI_LABEL:
+        return list(multi_hot([e.label for e in examples], spec.labels))
+    index = {name: i for i, name in enumerate(spec.labels)}
+    return [index[e.label] for e in examples]
+
+
+def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size: int) -> dict:
+    """Scores of every task of `clf` on one split."""
+    results = {}
+    for task in clf.tasks:
+        if task.name not in splits:
+            continue
+        examples = splits[task.name][split]
+        encoded = clf.encode([e.text for e in examples])
+        probs = clf.probabilities(encoded, batch_size)[task.name]
+        results[task.name] = task_metrics(task, [e.label for e in examples], probs)
+        lengths = [a.n_tokens for a in encoded]
+        results[task.name]["truncated_articles"] = int(sum(a.truncated for a in encoded))
+        results[task.name]["median_tokens"] = float(np.median(lengths))
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_run_config(args.config, args.set)
+        return train(cfg, resume=args.resume)
+    except (DataError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def train(cfg: RunConfig, resume: bool = False) -> int:
+    out_dir = Path(cfg.training.output_dir)
+    if cfg.training.threads:
+        torch.set_num_threads(cfg.training.threads)
+    set_seed(cfg.training.seed)
+    specs, splits, data_report = prepare_data(cfg)
+    network, tokenizer = build_network(cfg.model, specs)
+    clf = ArticleClassifier(network, tokenizer)
+    for task, spec in zip(cfg.tasks, specs):
+        if task.class_weights == "balanced":
+            network.set_loss_weights(spec.name, balanced_weights(spec, splits[spec.name]["train"]))
+
+    items, eval_sets = [], {}
+    for index, spec in enumerate(specs):
+        train_examples = splits[spec.name]["train"]
+        encoded = clf.encode([e.text for e in train_examples])
+        items += list(zip(encoded, [index] * len(encoded), targets_for(spec, train_examples)))
+        val = splits[spec.name]["validation"]
+        eval_sets[spec.name] = (clf.encode([e.text for e in val]), [e.label for e in val])
+
+    precision = choose_precision(cfg.training.precision)
+    trainer = ArticleTrainer(
+        model=network,
+        args=training_arguments(cfg.training, str(out_dir / "checkpoints"), precision),
+        train_dataset=ArticleDataset(items, cfg.model, cfg.training.seed),
+        eval_dataset=list(eval_sets),  # evaluation reads eval_sets; this enables eval_strategy
+        data_collator=ChunkCollator(tokenizer, specs),
+        processing_class=tokenizer,
+        eval_sets=eval_sets,
+        eval_batch_size=cfg.training.eval_batch_size,
+    )
+    checkpoint = get_last_checkpoint(str(out_dir / "checkpoints")) if resume and \
+        (out_dir / "checkpoints").is_dir() else None
+    if resume and checkpoint is None:
+        print("no checkpoint to resume from; starting from the beginning", file=sys.stderr)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return 0  # only the main process evaluates and writes
+
+    results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size)
+    extra = {"training_seconds": round(seconds, 1), "precision": precision,
+             "resumed_from": checkpoint, "examples": data_report,
+             "environment": environment()}
+    document = write_reports(out_dir, results, specs, extra, "test")
+    save_artifact(out_dir / "model", network, tokenizer, metrics={"test": results})
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (out_dir / "splits.json").write_text(json.dumps(
+        {t: {s: [e.id for e in ex] for s, ex in by_split.items()}
+         for t, by_split in splits.items()}))
+    print_summary(document, out_dir)
+    return 0
+
+
+def balanced_weights(spec: TaskSpec, examples) -> torch.Tensor:
+    """Inverse-frequency class weights, or negatives/positives per label for multi-label."""
+    y = np.asarray(targets_for(spec, examples))
+    if spec.type == MULTI_LABEL:
+        positives = y.sum(axis=0).clip(min=1)
+        return torch.tensor((len(y) - positives) / positives)
+    counts = np.bincount(y, minlength=len(spec.labels)).clip(min=1)
+    return torch.tensor(len(y) / (len(spec.labels) * counts))
+
+
+def print_summary(document: dict, out_dir: Path) -> None:
+    for name, result in document["tasks"].items():
+        keys = ("accuracy", "macro_f1") if "accuracy" in result else ("micro_f1", "macro_f1")
+        scores = ", ".join(f"{k} {result[k]:.4f}" for k in keys)
+        print(f"test {name}: {scores} (n={result['n']})")
+    if "training_seconds" in document:
+        print(f"training took {document['training_seconds']:.0f} s")
+    print(f"wrote {out_dir}/")
