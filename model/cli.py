@@ -3,6 +3,7 @@
     article-classifier predict runs/bbc_topic/model articles.jsonl --output predictions.jsonl
     article-classifier predict MODEL articles.csv --text-column body --output out.jsonl
     article-classifier predict MODEL folder_of_txt/ --output out.jsonl --batch-size 64
+    article-classifier profile predictions.jsonl --by source --out profile/
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .inference import load_classifier
 from .inputs import iter_articles
+from .profile import framing_profile, read_predictions, write_profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,9 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept pickle weights (.bin/.pt); only for files you trust")
+    p.add_argument("--keep", action="append", default=[], metavar="FIELD",
+                   help="copy this input field (e.g. source) into each output line")
+    p.add_argument("--threshold", type=float, help="one decision threshold for all frames")
+    p.add_argument("--top-k", type=int, help="give the k best frames of each article")
+    p.set_defaults(handler=run_predict)
+
+    q = commands.add_parser("profile", help="per-source framing profile of predictions")
+    q.add_argument("predictions", help="JSONL written by `predict` (with --keep SOURCE)")
+    q.add_argument("--by", required=True, help="the field that names the source")
+    q.add_argument("--task", default="frames", help="which task's labels to profile")
+    q.add_argument("--out", default="profile", help="folder for profile.csv/.md/.png")
+    q.set_defaults(handler=run_profile)
     args = parser.parse_args(argv)
     try:
-        return run_predict(args)
+        return args.handler(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"article-classifier: error: {err}", file=sys.stderr)
         return 2
@@ -55,19 +69,35 @@ def run_predict(args) -> int:
         # Slices keep memory flat: only one slice of articles is held at a time.
         while batch := list(islice(records, 256)):
             good = [r for r in batch if r.error is None]
-            predictions = iter(clf.predict([r.text for r in good], batch_size=args.batch_size))
+            predictions = iter(clf.predict([r.text for r in good], batch_size=args.batch_size,
+                                           threshold=args.threshold, top_k=args.top_k))
             for record in batch:
+                kept = {name: record.fields.get(name) for name in args.keep}
                 if record.error is None:
-                    line = {"id": record.id, **next(predictions)}
+                    line = {"id": record.id, **kept, **next(predictions)}
                 else:
                     n_errors += 1
-                    line = {"id": record.id, "error": record.error, "where": record.where}
+                    line = {"id": record.id, **kept, "error": record.error,
+                            "where": record.where}
                 out.write(json.dumps(line, ensure_ascii=False) + "\n")
             out.flush()
             n_done += len(batch)
             bar.update(len(batch))
     print(f"wrote {n_done} predictions to {output} ({n_errors} records with errors)",
           file=sys.stderr)
+    return 0
+
+
+def run_profile(args) -> int:
+    rows, skipped = framing_profile(read_predictions(Path(args.predictions)), args.by,
+                                    args.task)
+    if not rows:
+        raise ValueError(f"{args.predictions}: no {args.task!r} predictions to profile")
+    paths = write_profile(rows, args.by, Path(args.out),
+                          f"{args.task} by {args.by}: {Path(args.predictions).name}")
+    groups = len({r[args.by] for r in rows})
+    print(f"profiled {groups} values of {args.by!r} ({skipped} lines without a prediction "
+          f"skipped); wrote {', '.join(map(str, paths))}", file=sys.stderr)
     return 0
 
 

@@ -22,8 +22,10 @@ _BLANK_LINES = re.compile(r"\n\s*\n+")
 # Lines that mark the start of scraped page furniture at the end of an article.
 _BOILERPLATE_MARKERS = re.compile(
     r"^\s*(featured video|latest news|related (news|articles|stories|posts)|read more|"
-    r"more from|recommended|trending|you may also like|receive our daily newsletter|"
-    r"sign up for|subscribe|share this|follow us|advertisement|comments?)\b",
+    r"read the whole article|more from|recommended|trending|you may also like|"
+    r"receive our daily newsletter|sign up for|subscribe|share this|follow (us|on)|"
+    r"advertisement|comments?\b|email \*|(article )?(posted|reprinted) with permission|"
+    r"copyright|©|the best of |see all of the best photos|our standards:)",
     re.IGNORECASE,
 )
 

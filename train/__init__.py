@@ -1,5 +1,6 @@
 """Training, evaluation and benchmark jobs. `python -m train --config configs/X.yaml`."""
 
+from . import framing_data  # noqa: F401  (registers the framing loaders)
 from .config import (
                      DataConfig,
                      DatasetConfig,

@@ -32,6 +32,11 @@ class DatasetConfig:
         hf_name / hf_config / hf_split: for `hf`, the `datasets.load_dataset` arguments.
         encoding_fallback: decode text files that are not UTF-8 with this instead of
             reporting them as bad records (e.g. latin-1).
+        split_field: a column naming each record's split (train / dev|validation / test);
+            records then keep it instead of a random split.
+        keep_fields: columns carried along with each example (e.g. source, lang).
+        languages: for multilingual sets (semeval2023), the languages to keep.
+        fold: for sets published with folds (gvfc 0-4, narrative_frames 1-5), which one.
     """
 
     format: str = "bbc"
@@ -45,6 +50,10 @@ class DatasetConfig:
     hf_config: str | None = None
     hf_split: str = "train"
     encoding_fallback: str | None = None
+    split_field: str | None = None
+    keep_fields: list[str] = field(default_factory=list)
+    languages: list[str] | None = None
+    fold: int | None = None
 
 
 @dataclass
@@ -55,15 +64,17 @@ class TaskConfig:
         name: the key of this task in every prediction (e.g. `topic`).
         type: single_label (softmax) or multi_label (sigmoid).
         dataset: where its articles come from.
-        class_weights: `balanced` weighs the loss by inverse class frequency; none if null.
-        loss_weight: this task's share of the summed loss.
+        class_weights: `balanced` weighs the loss by inverse class frequency (for
+            multi-label: positives by negatives/positives); none if null.
+        threshold_tuning: multi-label decision thresholds tuned on the validation split,
+            `per_label` or one `global` threshold, or `none` (0.5).
     """
 
     name: str = "topic"
     type: str = SINGLE_LABEL
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     class_weights: str | None = None
-    loss_weight: float = 1.0
+    threshold_tuning: str = "per_label"
 
     def __post_init__(self):
         if isinstance(self.dataset, dict):
@@ -73,6 +84,9 @@ class TaskConfig:
             raise ValueError(f"tasks[{self.name}].type must be one of {TASK_TYPES}")
         if self.class_weights not in (None, "balanced"):
             raise ValueError(f"tasks[{self.name}].class_weights must be balanced or null")
+        if self.threshold_tuning not in ("per_label", "global", "none"):
+            raise ValueError(f"tasks[{self.name}].threshold_tuning must be per_label, global "
+                             "or none")
 
 
 @dataclass
@@ -88,6 +102,8 @@ class DataConfig:
         deduplicate: drop exact duplicate texts before splitting, so no test article
             is also a training article.
         on_bad_record: `skip` (count and report) or `fail` (stop at the first).
+        cv_folds / cv_fold: k-fold cross-validation: the test split is fold `cv_fold` of
+            `cv_folds` stratified folds, and validation is drawn from the rest.
     """
 
     data_dir: str | None = None
@@ -97,6 +113,8 @@ class DataConfig:
     split_seed: int = 42
     deduplicate: bool = True
     on_bad_record: str = "skip"
+    cv_folds: int | None = None
+    cv_fold: int = 0
 
     def __post_init__(self):
         if self.on_bad_record not in ("skip", "fail"):
@@ -105,6 +123,8 @@ class DataConfig:
                 and self.validation_fraction + self.test_fraction < 1):
             raise ValueError("data.validation_fraction and data.test_fraction must be in "
                              "(0, 1) and sum to less than 1")
+        if self.cv_folds is not None and not 0 <= self.cv_fold < self.cv_folds:
+            raise ValueError(f"data.cv_fold must be in [0, {self.cv_folds}), got {self.cv_fold}")
 
     def resolved_data_dir(self) -> Path | None:
         for candidate in (self.data_dir, os.environ.get("ARTICLE_DATA_DIR"), "../shared/data"):
@@ -130,6 +150,9 @@ class TrainingConfig:
         save_total_limit: checkpoints kept (the best one is always kept).
         logging_steps: how often the loss is logged.
         threads: CPU threads for torch; null lets torch decide.
+        task_temperature: how batches mix the tasks: task t is drawn in proportion to
+            n_t ** (1/T), n_t its training examples. 1 = proportional to size (a plain
+            shuffle of all examples); larger values move towards equal shares.
     """
 
     output_dir: str = "runs/bbc_topic"
@@ -146,6 +169,7 @@ class TrainingConfig:
     save_total_limit: int = 2
     logging_steps: int = 20
     threads: int | None = None
+    task_temperature: float = 1.0
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -28,7 +29,20 @@ from model.text import clean_text, join_title
 
 from .config import DataConfig, DatasetConfig, TaskConfig
 
-RawRow = tuple[str, str, "str | None", object, "str | None"]  # where, id, text, label, error
+
+class RawRow(NamedTuple):
+    """One record as a loader read it, before any check."""
+
+    where: str
+    id: str
+    text: str | None
+    label: object
+    error: str | None = None
+    meta: dict | None = None  # e.g. {"split": "test", "source": "..."}
+
+
+SPLIT_NAMES = {"train": "train", "dev": "validation", "val": "validation",
+               "validation": "validation", "test": "test"}
 LOADERS: dict[str, Callable[[DatasetConfig, Path | None], Iterator[RawRow]]] = {}
 
 
@@ -169,8 +183,13 @@ def _row_from_mapping(where: str, fallback_id: str, row: dict | None, error: str
         return where, fallback_id, None, None, f"{ds.text_field!r} is not a string"
     title = row.get(ds.title_field) if ds.title_field else None
     text = join_title(title if isinstance(title, str) else None, text or "")
-    return (where, str(rid) if rid not in (None, "") else fallback_id, text,
-            row.get(ds.label_field), None)
+    meta = {}
+    if ds.split_field and row.get(ds.split_field) not in (None, ""):
+        meta["split"] = SPLIT_NAMES.get(str(row[ds.split_field]).lower(), row[ds.split_field])
+    for name in ds.keep_fields:
+        meta[name] = row.get(name)
+    return RawRow(where, str(rid) if rid not in (None, "") else fallback_id, text,
+                  row.get(ds.label_field), None, meta)
 
 
 def _parse_label_cell(cell: str):
@@ -201,7 +220,7 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
         bad.append((where, problem))
 
     rows = LOADERS[task.dataset.format](task.dataset, data.resolved_data_dir())
-    for where, rid, text, label, error in rows:
+    for where, rid, text, label, error, meta in map(lambda r: RawRow(*r), rows):
         if error is not None:
             reject(where, error)
             continue
@@ -222,7 +241,7 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
                 duplicates += 1
                 continue
             seen_texts.add(digest)
-        examples.append(Example(rid, text, label, where))
+        examples.append(Example(rid, text, label, where, dict(meta or {})))
     if not examples:
         raise DataError(f"tasks[{task.name}]: no usable examples "
                         f"({len(bad)} bad records; first: {bad[:3]})")
@@ -234,7 +253,8 @@ def load_task(task: TaskConfig, data: DataConfig) -> TaskData:
 
 def _check_label(label, task_type: str, allowed: set | None):
     """`(label, problem)`: the label in canonical form, or what is wrong with it."""
-    if label is None or label == "" or label == []:
+    # An empty list is a real multi-label answer (no frame applies); None is not.
+    if label is None or label == "" or (label == [] and task_type != MULTI_LABEL):
         return None, "missing label"
     if task_type == MULTI_LABEL:
         label = [label] if isinstance(label, str) else label
@@ -272,37 +292,81 @@ def _subsample(examples: list[Example], n: int, seed: int, task_type: str) -> li
 
 def split_examples(examples: list[Example], labels: list[str], task_type: str,
                    data: DataConfig) -> dict[str, list[Example]]:
-    """Stratified train / validation / test split (iterative stratification for multi-label)."""
-    held_out = data.validation_fraction + data.test_fraction
-    if task_type == MULTI_LABEL:
-        train, rest = _multilabel_split(examples, labels, held_out, data.split_seed)
-        validation, test = _multilabel_split(rest, labels, data.test_fraction / held_out,
-                                             data.split_seed)
+    """Train / validation / test split, stratified by label (iteratively for multi-label).
+
+    Records that carry their split (a published fold, a split column) keep it, and
+    validation is drawn from train when none is given. With `data.cv_folds`, the test
+    split is fold `data.cv_fold`. Otherwise the split is random with `data.split_seed`.
+    """
+    multi = task_type == MULTI_LABEL
+    if any("split" in e.meta for e in examples):
+        parts = {name: [e for e in examples if e.meta.get("split") == name]
+                 for name in ("train", "validation", "test")}
+        unknown = {e.meta.get("split") for e in examples} - set(parts)
+        if unknown:
+            raise DataError(f"unknown split name(s) {sorted(map(str, unknown))}; "
+                            "use train, dev/validation or test")
+        if not parts["test"]:
+            raise DataError("the records name their splits but none is in test")
+    elif data.cv_folds:
+        parts = {"test": _kfold_test(examples, labels, multi, data), "validation": []}
+        test_ids = {id(e) for e in parts["test"]}
+        parts["train"] = [e for e in examples if id(e) not in test_ids]
+    else:
+        _check_class_sizes(examples, multi)
+        held_out = data.validation_fraction + data.test_fraction
+        train, rest = _stratified_split(examples, labels, held_out, multi, data.split_seed)
+        validation, test = _stratified_split(rest, labels, data.test_fraction / held_out,
+                                             multi, data.split_seed)
         return {"train": train, "validation": validation, "test": test}
+    if not parts["validation"]:
+        parts["train"], parts["validation"] = _stratified_split(
+            parts["train"], labels, data.validation_fraction, multi, data.split_seed)
+    return parts
+
+
+def _check_class_sizes(examples: list[Example], multi: bool) -> None:
+    if multi:
+        return
     counts = Counter(e.label for e in examples)
     too_small = {k: v for k, v in counts.items() if v < 3}
     if too_small:
         raise DataError(f"classes with fewer than 3 examples cannot be split into "
                         f"train/validation/test: {too_small}; add examples or drop the class")
+
+
+def _stratified_split(examples, labels, fraction: float, multi: bool, seed: int):
+    """`(keep, hold)` with `fraction` of the examples held out, label shares preserved."""
+    if multi:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction,
+                                                    random_state=seed)
+        y = multi_hot([e.label for e in examples], labels)
+        keep, hold = next(splitter.split(np.zeros(len(examples)), y))
+        return [examples[i] for i in keep], [examples[i] for i in hold]
     try:
-        train, rest = train_test_split(examples, test_size=held_out, random_state=data.split_seed,
-                                       stratify=[e.label for e in examples])
-        validation, test = train_test_split(rest, test_size=data.test_fraction / held_out,
-                                            random_state=data.split_seed,
-                                            stratify=[e.label for e in rest])
+        return train_test_split(examples, test_size=fraction, random_state=seed,
+                                stratify=[e.label for e in examples])
     except ValueError as err:
-        raise DataError(f"cannot stratify the split ({err}); class counts: {dict(counts)}") from err
-    return {"train": train, "validation": validation, "test": test}
+        counts = dict(Counter(e.label for e in examples))
+        raise DataError(f"cannot stratify the split ({err}); class counts: {counts}") from err
 
 
-def _multilabel_split(examples, labels, test_fraction, seed):
-    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+def _kfold_test(examples, labels, multi: bool, data: DataConfig) -> list[Example]:
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
-    y = multi_hot([e.label for e in examples], labels)
-    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_fraction,
-                                                random_state=seed)
-    keep, hold = next(splitter.split(np.zeros(len(examples)), y))
-    return [examples[i] for i in keep], [examples[i] for i in hold]
+    if multi:
+        folds = MultilabelStratifiedKFold(n_splits=data.cv_folds, shuffle=True,
+                                          random_state=data.split_seed)
+        y = multi_hot([e.label for e in examples], labels)
+    else:
+        folds = StratifiedKFold(n_splits=data.cv_folds, shuffle=True,
+                                random_state=data.split_seed)
+        y = [e.label for e in examples]
+    _, test = list(folds.split(np.zeros(len(examples)), y))[data.cv_fold]
+    return [examples[i] for i in test]
 
 
 def multi_hot(label_lists: list[list[str]], labels: list[str]) -> np.ndarray:

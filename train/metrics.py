@@ -47,6 +47,28 @@ def task_metrics(task: TaskSpec, gold: list, probs: np.ndarray) -> dict:
             "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
 
 
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
+
+
+def tune_thresholds(task: TaskSpec, gold: list, probs: np.ndarray, mode: str) -> list[float]:
+    """Decision thresholds of a multi-label task that maximise F1 on held-out articles.
+
+    `per_label` picks each label's threshold for that label's F1; `global` one threshold
+    for the micro-F1 of all labels; `none` keeps 0.5. Ties go to the threshold nearest 0.5.
+    """
+    if mode == "none" or len(gold) == 0:
+        return [0.5] * len(task.labels)
+    y = multi_hot(gold, task.labels)
+    by_distance = sorted(THRESHOLD_GRID, key=lambda t: abs(t - 0.5))
+    if mode == "global":
+        best = max(by_distance, key=lambda t: f1_score(y, probs >= t, average="micro",
+                                                       zero_division=0))
+        return [float(best)] * len(task.labels)
+    return [float(max(by_distance, key=lambda t: f1_score(y[:, j], probs[:, j] >= t,
+                                                          zero_division=0)))
+            for j in range(len(task.labels))]
+
+
 def _per_class(names, p, r, f, s) -> dict:
     return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                    "support": int(s[i])} for i, name in enumerate(names)}
@@ -88,6 +110,10 @@ def write_reports(out_dir: Path, results: dict[str, dict], tasks: list[TaskSpec]
         if task.type != MULTI_LABEL:
             plot_confusion(result["confusion_matrix"], task.labels, plot, task.name)
             lines += [f"![confusion matrix]({plot.name})", ""]
+        else:
+            bars = out_dir / f"per_label_f1_{task.name}.png"
+            plot_per_label(result["per_label"], bars, task.name)
+            lines += [f"![per-label scores]({bars.name})", ""]
     for key in ("training_seconds", "examples", "bad_records"):
         if key in extra:
             lines.append(f"- {key.replace('_', ' ')}: {json.dumps(extra[key])}")
@@ -129,6 +155,28 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
     ConfusionMatrixDisplay(matrix_np, display_labels=labels).plot(ax=ax, colorbar=False,
                                                                    xticks_rotation=45)
     ax.set_title(f"{title}: confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_per_label(per_label: dict, path: Path, title: str) -> None:
+    """Horizontal bars of precision, recall and F1 per label, with each label's support."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_label)
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    for offset, key in ((-0.27, "precision"), (0.0, "recall"), (0.27, "f1")):
+        ax.barh(y + offset, [per_label[n][key] for n in names], height=0.27, label=key)
+    ax.set_yticks(y, [f"{n} (n={per_label[n]['support']})" for n in names])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right")
+    ax.set_title(f"{title}: per-label scores")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

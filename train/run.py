@@ -34,7 +34,7 @@ from model.inference import ArticleClassifier
 
 from .config import RunConfig, load_run_config
 from .data import DataError, load_task, multi_hot, split_examples
-from .metrics import environment, task_metrics, write_reports
+from .metrics import environment, task_metrics, tune_thresholds, write_reports
 from .trainer import (
     ArticleDataset,
     ArticleTrainer,
@@ -142,6 +142,7 @@ def train(cfg: RunConfig, resume: bool = False) -> int:
         processing_class=tokenizer,
         eval_sets=eval_sets,
         eval_batch_size=cfg.training.eval_batch_size,
+        task_temperature=cfg.training.task_temperature,
     )
     checkpoint = get_last_checkpoint(str(out_dir / "checkpoints")) if resume and \
         (out_dir / "checkpoints").is_dir() else None
@@ -152,6 +153,11 @@ def train(cfg: RunConfig, resume: bool = False) -> int:
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return 0  # only the main process evaluates and writes
+    for task, spec in zip(cfg.tasks, specs):
+        if spec.type == MULTI_LABEL:
+            encoded, gold = eval_sets[spec.name]
+            probs = clf.probabilities(encoded, cfg.training.eval_batch_size)[spec.name]
+            spec.thresholds = tune_thresholds(spec, gold, probs, task.threshold_tuning)
 
     results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size)
     extra = {"training_seconds": round(seconds, 1), "precision": precision,

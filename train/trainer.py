@@ -12,7 +12,7 @@ import random
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, WeightedRandomSampler
 from transformers import Trainer, TrainingArguments
 
 from model.config import MULTI_LABEL, ModelConfig
@@ -80,10 +80,23 @@ class ArticleTrainer(Trainer):
     to pick the best checkpoint is the mean over tasks of each task's headline score.
     """
 
-    def __init__(self, *args, eval_sets=None, eval_batch_size=64, **kwargs):
+    def __init__(self, *args, eval_sets=None, eval_batch_size=64, task_temperature=1.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_sets = eval_sets or {}
         self.eval_batch_size = eval_batch_size
+        self.task_temperature = task_temperature
+
+    def _get_train_sampler(self, train_dataset=None):
+        """Mix the tasks' examples by the temperature rule (see TrainingConfig)."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        weights = task_sampling_weights([task for _, task, _ in dataset.items],
+                                        self.task_temperature)
+        if weights is None:
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True,
+                                     generator=generator)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         clf = ArticleClassifier(self.model, self.processing_class)
@@ -103,6 +116,20 @@ class ArticleTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control,
                                                          metrics)
         return metrics
+
+
+def task_sampling_weights(task_of_example: list[int], temperature: float):
+    """Per-example weights that give task t a share proportional to n_t ** (1 / T).
+
+    T = 1 keeps every task at its natural share (a plain shuffle: returns None); larger
+    T moves the shares towards equal, so a small task is not drowned by a large one.
+    """
+    counts = np.bincount(task_of_example)
+    if temperature == 1.0 or len(counts) < 2:
+        return None
+    share = counts.astype(float) ** (1.0 / temperature)
+    share /= share.sum()
+    return torch.tensor([share[t] / counts[t] for t in task_of_example], dtype=torch.double)
 
 
 def choose_precision(requested: str) -> str:

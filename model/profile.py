@@ -1,0 +1,132 @@
+"""Per-source framing profiles: for each news source, the share of its articles that
+use each frame, with counts and 95% Wilson score intervals.
+
+    article-classifier predict MODEL articles.tsv --id-column ID --keep source -o pred.jsonl
+    article-classifier profile pred.jsonl --by source --out profile/
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n (sound for small n and k = 0 or n)."""
+    if n == 0:
+        return 0.0, 0.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def labels_of(prediction: dict, task: str) -> list[str]:
+    """The labels a prediction line gives for `task` (multi- or single-label)."""
+    answer = prediction.get(task)
+    if not isinstance(answer, dict):
+        raise ValueError(f"no {task!r} prediction")
+    if "labels" in answer:
+        return list(answer["labels"])
+    return [answer["label"]]
+
+
+def framing_profile(lines, by: str, task: str = "frames"):
+    """Count, per value of `by`, the articles and how many carry each label.
+
+    Returns `(rows, skipped)`: one row per (group, label) with n, count, share and the
+    interval, and the number of lines left out (error entries, no prediction).
+    """
+    articles: Counter = Counter()
+    hits: dict[str, Counter] = defaultdict(Counter)
+    labels: set[str] = set()
+    skipped = 0
+    for line in lines:
+        if "error" in line:
+            skipped += 1
+            continue
+        try:
+            found = labels_of(line, task)
+        except ValueError:
+            skipped += 1
+            continue
+        group = str(line.get(by)) if line.get(by) not in (None, "") else "(unknown)"
+        articles[group] += 1
+        hits[group].update(set(found))
+        labels.update(found)
+    rows = []
+    for group in sorted(articles):
+        n = articles[group]
+        for label in sorted(labels):
+            k = hits[group][label]
+            low, high = wilson_interval(k, n)
+            rows.append({by: group, "label": label, "articles": n, "count": k,
+                         "share": k / n, "ci95_low": low, "ci95_high": high})
+    return rows, skipped
+
+
+def write_profile(rows: list[dict], by: str, out_dir: Path, title: str) -> list[Path]:
+    """Write profile.csv, profile.md and profile.png (a heatmap) into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "profile.csv", out_dir / "profile.md", out_dir / "profile.png"]
+    with open(paths[0], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [by])
+        writer.writeheader()
+        writer.writerows(rows)
+    groups = sorted({r[by] for r in rows})
+    labels = sorted({r["label"] for r in rows})
+    cell = {(r[by], r["label"]): r for r in rows}
+    md = [f"# {title}", "", "Share of each source's articles that use a frame "
+          "(count / articles, 95% Wilson interval).", "",
+          f"| {by} | articles | " + " | ".join(labels) + " |",
+          "|---|---|" + "---|" * len(labels)]
+    for g in groups:
+        n = cell[(g, labels[0])]["articles"] if labels else 0
+        md.append(f"| {g} | {n} | " + " | ".join(
+            f"{cell[(g, lab)]['share']:.2f} ({cell[(g, lab)]['count']}; "
+            f"{cell[(g, lab)]['ci95_low']:.2f}-{cell[(g, lab)]['ci95_high']:.2f})"
+            for lab in labels) + " |")
+    paths[1].write_text("\n".join(md) + "\n")
+    _heatmap(groups, labels, cell, by, paths[2], title)
+    return paths
+
+
+def _heatmap(groups, labels, cell, by, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shares = np.array([[cell[(g, lab)]["share"] for lab in labels] for g in groups])
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 3, 0.35 * len(groups) + 2))
+    image = ax.imshow(shares, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right")
+    ax.set_yticks(range(len(groups)),
+                  [f"{g} (n={cell[(g, labels[0])]['articles']})" for g in groups])
+    for i in range(len(groups)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] < 0.6 else "black")
+    fig.colorbar(image, ax=ax, label="share of articles")
+    ax.set_title(title)
+    ax.set_ylabel(by)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_predictions(path: Path):
+    """Prediction lines of a JSONL file; a broken line is an error naming its number."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: malformed JSON ({err.msg})") from None

@@ -1,0 +1,189 @@
+"""Multi-label frames: loaders of the shared framing sets, thresholds, a joint two-head
+model trained for real, and the per-source profile."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import load_classifier
+from model.config import TaskSpec
+from model.profile import framing_profile, wilson_interval
+from train.config import DataConfig, DatasetConfig, TaskConfig
+from train.data import load_task, split_examples
+from train.metrics import tune_thresholds
+
+from .conftest import ROOT, run_cli, tiny_overrides, write_keyword_jsonl
+
+SHARED = Path(os.environ.get("ARTICLE_DATA_DIR", ROOT.parent / "shared" / "data"))
+needs_shared = pytest.mark.skipif(not (SHARED / "framing").is_dir(),
+                                  reason=f"framing data not found at {SHARED}")
+
+
+def frames_task(fmt, path, **ds):
+    return TaskConfig(name="frames", type="multi_label",
+                      dataset=DatasetConfig(format=fmt, path=str(path), **ds))
+
+
+@needs_shared
+def test_semeval_english_from_the_shared_jsonl():
+    data = load_task(frames_task("semeval2023", "framing/semeval2023_st2_train/train.jsonl",
+                                 languages=["en"]), DataConfig(data_dir=str(SHARED)))
+    official = (SHARED / "framing/semeval2023_st2_train/frames_subtask2.txt").read_text().split()
+    assert set(data.labels) == set(official) and len(official) == 14
+    assert len(data.examples) + data.duplicates_removed == 433
+    assert all(e.label and e.meta["lang"] == "en" for e in data.examples)
+
+
+@needs_shared
+def test_semeval_organisers_layout(tmp_path):
+    """The original layout: <lang>/train-articles-subtask-2/article<ID>.txt + labels file."""
+    src = SHARED / "framing/semeval2023_st2_train"
+    rows = [json.loads(x) for x in (src / "train.jsonl").read_text().splitlines()[:5]]
+    folder = tmp_path / "en" / "train-articles-subtask-2"
+    folder.mkdir(parents=True)
+    for row in rows:
+        (folder / f"article{row['id']}.txt").write_text(row["text"])
+    raw = (src / "raw" / "en-train-labels-subtask-2.txt").read_text()
+    (tmp_path / "en" / "train-labels-subtask-2.txt").write_text(raw)
+    data = load_task(frames_task("semeval2023", tmp_path), DataConfig())
+    by_id = {e.id: e.label for e in data.examples}
+    assert by_id == {r["id"]: r["labels"] for r in rows}
+
+
+@needs_shared
+def test_gvfc_published_fold():
+    data = load_task(frames_task("gvfc", "framing/gvfc", fold=2),
+                     DataConfig(data_dir=str(SHARED), deduplicate=False))
+    splits = Counter(e.meta["split"] for e in data.examples)
+    assert splits == {"train": 1040, "test": 260} and len(data.labels) == 9
+    assert any(len(e.label) == 2 for e in data.examples)  # Theme1 + Theme2
+    parts = split_examples(data.examples, data.labels, "multi_label", DataConfig())
+    assert len(parts["test"]) == 260 and abs(len(parts["validation"]) - 156) <= 1
+
+
+@needs_shared
+def test_narrative_frames_fold_and_sources():
+    data = load_task(frames_task("narrative_frames", "framing/narrative_frames_climate", fold=1),
+                     DataConfig(data_dir=str(SHARED)))
+    assert data.labels == ["Conflict", "Economic", "Human_interest", "Moral", "Resolution"]
+    assert all(e.meta["source"] for e in data.examples)
+    # One published row is cut short (no frame columns): reported, not lost silently.
+    assert [p for _, p in data.bad_records] == ["expected 10 columns, got a different number"]
+
+
+def test_thresholds_are_tuned_on_validation():
+    task = TaskSpec("frames", "multi_label", ["a", "b"])
+    rng = np.random.default_rng(0)
+    gold = [["a"] if i % 2 else ["a", "b"] for i in range(200)]
+    y = np.array([[1, 0] if i % 2 else [1, 1] for i in range(200)])
+    probs = np.clip(0.25 * y + rng.uniform(0, 0.3, y.shape), 0, 1)  # positives sit at 0.25-0.55
+    per_label = tune_thresholds(task, gold, probs, "per_label")
+    assert all(0.05 <= t <= 0.3 for t in per_label)
+    assert tune_thresholds(task, gold, probs, "none") == [0.5, 0.5]
+    assert len(set(tune_thresholds(task, gold, probs, "global"))) == 1
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and 0.25 < high < 0.35
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-3) and high == pytest.approx(0.7634, abs=1e-3)
+
+
+def write_frames_jsonl(path: Path, n: int = 160, seed: int = 1) -> Path:
+    """Articles whose frames are marked by their words, with a news source each."""
+    rng = random.Random(seed)
+    cues = {"Economic": "cost budget money tax jobs", "Security": "army attack border troops",
+            "Health": "hospital virus doctors vaccine"}
+    with open(path, "w") as handle:
+        for i in range(n):
+            frames = [f for f in cues if rng.random() < 0.45] or [rng.choice(list(cues))]
+            words = " ".join(rng.choice(cues[f].split()) for f in frames for _ in range(15))
+            handle.write(json.dumps({"id": f"f{i}", "text": f"{words} the of and said",
+                                     "labels": frames, "source": f"outlet{i % 3}"}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def joint_run(tiny_encoder, tmp_path_factory):
+    """Topic (single-label) and frames (multi-label) heads trained together, for real."""
+    data = tmp_path_factory.mktemp("joint")
+    topics = write_keyword_jsonl(data / "topics.jsonl", 80)
+    frames = write_frames_jsonl(data / "frames.jsonl")
+    config = data / "joint.yaml"
+    config.write_text(f"""
+tasks:
+  - name: topic
+    type: single_label
+    dataset: {{format: jsonl, path: {topics}}}
+  - name: frames
+    type: multi_label
+    dataset: {{format: jsonl, path: {frames}, label_field: labels, keep_fields: [source]}}
+    threshold_tuning: per_label
+training: {{epochs: 6, batch_size: 8, learning_rate: 3.0e-3, warmup_ratio: 0.0,
+           task_temperature: 2.0}}
+""")
+    out = data / "run"
+    run_cli("-m", "train", "--config", str(config), *tiny_overrides(tiny_encoder, out))
+    return out
+
+
+def test_joint_model_answers_both_tasks_in_one_call(joint_run):
+    metrics = json.loads((joint_run / "metrics.json").read_text())["tasks"]
+    assert metrics["topic"]["accuracy"] >= 0.85
+    assert metrics["frames"]["micro_f1"] >= 0.8
+    assert set(metrics["frames"]["per_label"]) == {"Economic", "Health", "Security"}
+    assert (joint_run / "per_label_f1_frames.png").is_file()
+    assert (joint_run / "confusion_matrix_topic.png").is_file()
+    clf = load_classifier(joint_run / "model")
+    out = clf.predict("budget tax money jobs cost and the hospital virus doctors")
+    assert out["topic"]["label"] in ("business", "sport")
+    assert set(out["frames"]["scores"]) == {"Economic", "Health", "Security"}
+    assert "Economic" in out["frames"]["labels"]
+    stored = json.loads((joint_run / "model" / "config.json").read_text())["tasks"][1]
+    assert len(stored["thresholds"]) == 3
+    assert all(0.05 <= t <= 0.95 for t in stored["thresholds"])  # from the tuning grid
+
+
+def test_threshold_and_top_k_override_the_stored_ones(joint_run):
+    clf = load_classifier(joint_run / "model")
+    text = "army attack border troops"
+    assert len(clf.predict(text, top_k=2)["frames"]["labels"]) == 2
+    assert len(clf.predict(text, threshold=0.0)["frames"]["labels"]) == 3
+    none = clf.predict(text, threshold=1.01, at_least_one=False)["frames"]["labels"]
+    one = clf.predict(text, threshold=1.01)["frames"]["labels"]
+    assert none == [] and len(one) == 1
+
+
+def test_profile_by_source_matches_a_direct_count(joint_run, tmp_path):
+    frames = joint_run.parent / "frames.jsonl"
+    preds = tmp_path / "pred.jsonl"
+    run_cli("-m", "model.cli", "predict", str(joint_run / "model"), str(frames), "-o",
+            str(preds), "--keep", "source")
+    lines = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert all("source" in x for x in lines)
+    run_cli("-m", "model.cli", "profile", str(preds), "--by", "source", "--out",
+            str(tmp_path / "profile"))
+    with open(tmp_path / "profile" / "profile.csv") as handle:
+        table = list(csv.DictReader(handle))
+    for row in table:
+        mine = [x for x in lines if x["source"] == row["source"]]
+        count = sum(row["label"] in x["frames"]["labels"] for x in mine)
+        assert int(row["articles"]) == len(mine) and int(row["count"]) == count
+        assert float(row["ci95_low"]) <= float(row["share"]) <= float(row["ci95_high"])
+    assert (tmp_path / "profile" / "profile.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| source | articles |" in (tmp_path / "profile" / "profile.md").read_text()
+
+
+def test_profile_skips_error_lines():
+    rows, skipped = framing_profile([{"s": "a", "frames": {"labels": ["x"]}},
+                                     {"s": "a", "error": "empty text"}], "s")
+    assert skipped == 1 and rows[0]["articles"] == 1 and rows[0]["count"] == 1

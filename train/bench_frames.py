@@ -1,0 +1,140 @@
+"""Framing benchmark: cross-validated micro/macro-F1 beside a TF-IDF + linear SVM baseline.
+
+    # SemEval-2023 English, 5 stratified folds of the shared train set
+    python -m train.bench_frames --config configs/semeval_frames.yaml --cv 5
+    # GVFC, the five published folds
+    python -m train.bench_frames --config configs/gvfc_frames.yaml --published-folds 0,1,2,3,4
+
+For every fold the config's model is trained (as `python -m train` does) and the baseline
+(one-vs-rest LinearSVC on TF-IDF word 1-2 grams) is fitted on the same training and
+validation articles and scored on the same test articles. The trained model is also
+scored with each other chunk-pooling rule that needs no retraining (mean / max of the
+chunk logits). Prints a table and writes bench/results/bench_frames_<name>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from copy import deepcopy
+from pathlib import Path
+
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import f1_score
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.svm import LinearSVC
+
+from model.inference import load_classifier
+
+from .config import load_run_config
+from .data import multi_hot
+from .metrics import environment, task_metrics
+from .run import prepare_data, train
+
+
+def tfidf_svm(train_examples, test_examples, labels) -> dict:
+    y_train = multi_hot([e.label for e in train_examples], labels)
+    y_test = multi_hot([e.label for e in test_examples], labels)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    x_train = vectorizer.fit_transform([e.text for e in train_examples])
+    keep = y_train.sum(axis=0) > 0  # a label absent from training cannot be learned
+    model = OneVsRestClassifier(LinearSVC(C=1.0)).fit(x_train, y_train[:, keep])
+    predicted = y_test * 0
+    predicted[:, keep] = model.predict(vectorizer.transform([e.text for e in test_examples]))
+    return {"micro_f1": f1_score(y_test, predicted, average="micro", zero_division=0),
+            "macro_f1": f1_score(y_test, predicted, average="macro", zero_division=0)}
+
+
+def run_fold(cfg, name: str, fold_dir: Path) -> dict:
+    cfg.training.output_dir = str(fold_dir)
+    specs, splits, _ = prepare_data(deepcopy(cfg))
+    task = cfg.tasks[0].name
+    parts = splits[task]
+    baseline = tfidf_svm(parts["train"] + parts["validation"], parts["test"], specs[0].labels)
+    if train(cfg) != 0:
+        raise RuntimeError(f"training failed for {name}")
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    ours = metrics["tasks"][task]
+    result = {"fold": name, "n_test": ours["n"], "baseline": baseline,
+              "model": {"micro_f1": ours["micro_f1"], "macro_f1": ours["macro_f1"]},
+              "training_seconds": metrics["training_seconds"], "pooling": {}}
+    clf = load_classifier(fold_dir / "model")
+    test = parts["test"]
+    encoded = clf.encode([e.text for e in test])
+    for pooling in ("mean", "max"):
+        if clf.config.pooling == "attention":
+            break  # learned pooling is trained in; nothing to swap
+        clf.config.pooling = pooling
+        probs = clf.probabilities(encoded)[task]
+        scores = task_metrics(clf.tasks[0], [e.label for e in test], probs)
+        result["pooling"][pooling] = {"micro_f1": scores["micro_f1"],
+                                      "macro_f1": scores["macro_f1"]}
+    print(f"[{name}] ours micro-F1 {ours['micro_f1']:.4f} macro-F1 {ours['macro_f1']:.4f} | "
+          f"TF-IDF micro-F1 {baseline['micro_f1']:.4f} macro-F1 {baseline['macro_f1']:.4f}",
+          flush=True)
+    return result
+
+
+def summarise(folds: list[dict], title: str, pooling: str) -> str:
+    def stats(values):
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{mean:.4f} ± {sd:.4f}"
+
+    rows = [("TF-IDF + LinearSVC (one-vs-rest)", [f["baseline"] for f in folds]),
+            (f"fine-tuned, trained pooling ({pooling})", [f["model"] for f in folds])]
+    for alt in sorted({p for f in folds for p in f["pooling"]} - {pooling}):
+        rows.append((f"same models, {alt} pooling at test", [f["pooling"][alt] for f in folds]))
+    lines = [title, "", "| model | micro-F1 | macro-F1 |", "|---|---|---|"]
+    for name, scores in rows:
+        lines.append(f"| {name} | {stats([s['micro_f1'] for s in scores])} | "
+                     f"{stats([s['macro_f1'] for s in scores])} |")
+    gain = statistics.mean(f["model"]["micro_f1"] - f["baseline"]["micro_f1"] for f in folds)
+    lines += ["", f"folds: {len(folds)}; mean micro-F1 gain over the baseline: {gain:+.4f}; "
+              f"mean training time per fold: "
+              f"{statistics.mean(f['training_seconds'] for f in folds):.0f} s"]
+    env = environment()
+    lines.append(f"machine: {env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--cv", type=int, help="k stratified folds of the config's data")
+    group.add_argument("--published-folds", help="comma-separated dataset.fold values")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--name", help="result file suffix (default: the config's name)")
+    args = parser.parse_args(argv)
+    name = args.name or Path(args.config).stem
+    base = load_run_config(args.config, args.set)
+    run_root = Path(base.training.output_dir) / "bench"
+    folds = []
+    if args.cv:
+        for k in range(args.cv):
+            cfg = load_run_config(args.config, [*args.set, f"data.cv_folds={args.cv}",
+                                                f"data.cv_fold={k}"])
+            folds.append(run_fold(cfg, f"cv{k}", run_root / f"cv{k}"))
+        title = f"{name}: {args.cv}-fold cross-validation"
+    else:
+        for k in args.published_folds.split(","):
+            cfg = load_run_config(args.config, [*args.set, f"tasks.0.dataset.fold={k}"])
+            folds.append(run_fold(cfg, f"fold{k}", run_root / f"fold{k}"))
+        title = f"{name}: published folds {args.published_folds}"
+    report = summarise(folds, title, base.model.pooling)
+    print(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"bench_frames_{name}.md").write_text(report + "\n")
+    (out / f"bench_frames_{name}.json").write_text(json.dumps(
+        {"folds": folds, "config": base.to_dict(), "environment": environment()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
