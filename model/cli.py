@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from itertools import islice
 from pathlib import Path
@@ -33,13 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-column", default="text")
     p.add_argument("--id-column", default="id")
     p.add_argument("--title-column", default="title")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept pickle weights (.bin/.pt); only for files you trust")
     p.add_argument("--keep", action="append", default=[], metavar="FIELD",
                    help="copy this input field (e.g. source) into each output line")
     p.add_argument("--threshold", type=float, help="one decision threshold for all frames")
     p.add_argument("--top-k", type=int, help="give the k best frames of each article")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the complete lines of an earlier, interrupted run and go on")
     p.set_defaults(handler=run_predict)
 
     q = commands.add_parser("profile", help="per-source framing profile of predictions")
@@ -48,6 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--task", default="frames", help="which task's labels to profile")
     q.add_argument("--out", default="profile", help="folder for profile.csv/.md/.png")
     q.set_defaults(handler=run_profile)
+    s = commands.add_parser("serve", help="HTTP prediction service (FastAPI + uvicorn)")
+    s.add_argument("model", help="model artifact folder")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
+    s.add_argument("--max-batch-articles", type=int, default=64,
+                   help="articles per forward pass across concurrent requests")
+    s.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long a request waits to share a forward pass")
+    s.add_argument("--max-articles", type=int, default=256, help="articles per request")
+    s.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
+    s.set_defaults(handler=run_serve)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
@@ -57,34 +73,96 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_predict(args) -> int:
-    output = Path(args.output)
-    if output.resolve() == Path(args.input).resolve():
+    output, source = Path(args.output), Path(args.input)
+    if output.resolve() == source.resolve():
         raise ValueError("--output must not be the input file")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    total = count_inputs(source)
+    done = completed_lines(output) if args.resume else 0
+    check_writable(output, (total or 0) - done)
     clf = load_classifier(args.model, precision=args.precision, allow_pickle=args.allow_pickle)
-    records = iter_articles(args.input, args.text_column, args.id_column, args.title_column)
-    n_errors = n_done = 0
-    with open(output, "w", encoding="utf-8") as out, \
-            tqdm(total=count_inputs(Path(args.input)), unit="article", file=sys.stderr) as bar:
-        # Slices keep memory flat: only one slice of articles is held at a time.
-        while batch := list(islice(records, 256)):
-            good = [r for r in batch if r.error is None]
-            predictions = iter(clf.predict([r.text for r in good], batch_size=args.batch_size,
-                                           threshold=args.threshold, top_k=args.top_k))
-            for record in batch:
-                kept = {name: record.fields.get(name) for name in args.keep}
-                if record.error is None:
-                    line = {"id": record.id, **kept, **next(predictions)}
-                else:
-                    n_errors += 1
-                    line = {"id": record.id, **kept, "error": record.error,
-                            "where": record.where}
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-            out.flush()
-            n_done += len(batch)
-            bar.update(len(batch))
-    print(f"wrote {n_done} predictions to {output} ({n_errors} records with errors)",
-          file=sys.stderr)
+    records = islice(iter_articles(source, args.text_column, args.id_column,
+                                   args.title_column), done, None)
+    n_errors = n_written = 0
+    try:
+        with open(output, "a" if done else "w", encoding="utf-8") as out, \
+                tqdm(total=total, initial=done, unit="article", file=sys.stderr) as bar:
+            # Slices keep memory flat: only one slice of articles is held at a time, and
+            # each slice is flushed whole, so a rerun with --resume loses nothing.
+            while batch := list(islice(records, 256)):
+                lines, errors = predict_slice(clf, batch, args)
+                out.write("".join(lines))
+                out.flush()
+                n_errors += errors
+                n_written += len(batch)
+                bar.update(len(batch))
+    except OSError as err:
+        raise RuntimeError(f"writing {output} failed after {done + n_written} records "
+                           f"({err.strerror}); free space and rerun with --resume") from err
+    print(f"wrote {n_written} predictions to {output}"
+          + (f" after the {done} already there" if done else "")
+          + f" ({n_errors} records with errors)", file=sys.stderr)
+    return 0
+
+
+def predict_slice(clf, batch, args) -> tuple[list[str], int]:
+    """One output line per input record, in order; unreadable records get an error line."""
+    good = [r for r in batch if r.error is None]
+    predictions = iter(clf.predict([r.text for r in good], batch_size=args.batch_size,
+                                   threshold=args.threshold, top_k=args.top_k))
+    lines, errors = [], 0
+    for record in batch:
+        kept = {name: record.fields.get(name) for name in args.keep}
+        if record.error is None:
+            line = {"id": record.id, **kept, **next(predictions)}
+        else:
+            errors += 1
+            line = {"id": record.id, **kept, "error": record.error, "where": record.where}
+        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+    return lines, errors
+
+
+def completed_lines(output: Path) -> int:
+    """How many whole, valid lines `output` holds; a torn last line is cut off."""
+    if not output.is_file():
+        return 0
+    good_bytes = count = 0
+    with open(output, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                json.loads(line)
+            except ValueError:
+                break
+            good_bytes += len(line)
+            count += 1
+    with open(output, "r+b") as handle:
+        handle.truncate(good_bytes)
+    return count
+
+
+def check_writable(output: Path, records_left: int) -> None:
+    """Fail before any work when the output cannot be written or clearly will not fit."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise RuntimeError(f"cannot write {output}: {err.strerror}") from err
+    needed = records_left * 600  # a prediction line is a few hundred bytes
+    free = shutil.disk_usage(output.parent).free
+    if needed > free:
+        raise RuntimeError(f"{output.parent} has {free // 2**20} MiB free; about "
+                           f"{needed // 2**20} MiB are needed for {records_left} predictions")
+
+
+def run_serve(args) -> int:
+    from .service import ServiceLimits, serve
+
+    limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_articles=args.max_articles,
+                           max_batch_articles=args.max_batch_articles,
+                           batch_wait_ms=args.batch_wait_ms)
+    serve(args.model, args.host, args.port, args.precision, limits)
     return 0
 
 

@@ -19,7 +19,29 @@ from .artifact import load_artifact
 from .config import MULTI_LABEL, ModelConfig, TaskSpec
 from .text import EncodedArticle, chunk_articles, clean_text
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def native_bf16() -> bool:
+    """Whether this machine runs bf16 matrix work natively (CUDA bf16, AVX512-BF16, AMX)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    return any(getattr(cpu, name, lambda: False)() for name in
+               ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(requested: str | None, document: dict | None = None) -> str:
+    """`auto` (or None) picks the artifact's measured default, falling back to fp32
+    where the hardware lacks it (bf16 without native support, int8 off the CPU)."""
+    if requested not in (None, "auto"):
+        return requested
+    preferred = (document or {}).get("inference", {}).get("default_precision", "fp32")
+    if preferred == "bf16" and not native_bf16():
+        return "fp32"
+    if preferred == "int8" and torch.cuda.is_available():
+        return "fp32"
+    return preferred
 
 
 class ArticleClassifier:
@@ -40,6 +62,13 @@ class ArticleClassifier:
         self.device = torch.device(device) if device else next(network.parameters()).device
         if self.device != next(network.parameters()).device:
             self.network.to(self.device)
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError("int8 (dynamic quantization) runs on the CPU only")
+            # Weights of every Linear layer of the encoder become int8; activations are
+            # quantized on the fly. The heads stay in fp32.
+            self.network.encoder = torch.ao.quantization.quantize_dynamic(
+                self.network.encoder, {torch.nn.Linear}, dtype=torch.qint8)
 
     @property
     def config(self) -> ModelConfig:
@@ -82,8 +111,10 @@ class ArticleClassifier:
         with autocast:
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
+                # Lengths rounded up to a multiple of 16 keep the number of distinct
+                # shapes small, so oneDNN reuses its compiled kernels (bf16 especially).
                 batch = self.tokenizer.pad({"input_ids": [windows[i][2] for i in rows]},
-                                           return_tensors="pt")
+                                           pad_to_multiple_of=16, return_tensors="pt")
                 emb = self.network.embed_chunks(batch["input_ids"].to(self.device),
                                                 batch["attention_mask"].to(self.device))
                 embeddings[rows] = emb.float().cpu()
@@ -163,11 +194,16 @@ def check_text(text, index: int) -> None:
         raise ValueError(f"text {index}: empty text")
 
 
-def load_classifier(path: str | os.PathLike, precision: str = "fp32",
+def load_classifier(path: str | os.PathLike, precision: str = "auto",
                     device: str | None = None, allow_pickle: bool = False) -> ArticleClassifier:
-    """Load an artifact folder written by training (`runs/<job>/model`)."""
+    """Load an artifact folder written by training (`runs/<job>/model`).
+
+    `precision`: `fp32`, `bf16` (autocast), `int8` (dynamic quantization, CPU), or
+    `auto`: the fast path the artifact records as its default, where this machine has it.
+    """
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
-    return ArticleClassifier(network, tokenizer, document, precision=precision,
+    return ArticleClassifier(network, tokenizer, document,
+                             precision=resolve_precision(precision, document),
                              device=device or "cpu")
 
 
@@ -176,7 +212,7 @@ _LOADED: dict[tuple, ArticleClassifier] = {}
 
 def predict(texts, model: str | os.PathLike, **kwargs):
     """`load_classifier(model).predict(texts, **kwargs)`, keeping loaded models cached."""
-    precision = kwargs.pop("precision", "fp32")
+    precision = kwargs.pop("precision", "auto")
     key = (str(Path(model).resolve()), precision)
     if key not in _LOADED:
         _LOADED[key] = load_classifier(model, precision=precision)

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="output folder (default: the model's parent)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8"))
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     try:

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 import yaml
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from model.artifact import build_network, save_artifact
 from model.config import MULTI_LABEL, TaskSpec
@@ -40,6 +39,7 @@ from .trainer import (
     ArticleTrainer,
     ChunkCollator,
     choose_precision,
+    last_complete_checkpoint,
     training_arguments,
 )
 
@@ -144,8 +144,7 @@ def train(cfg: RunConfig, resume: bool = False) -> int:
         eval_batch_size=cfg.training.eval_batch_size,
         task_temperature=cfg.training.task_temperature,
     )
-    checkpoint = get_last_checkpoint(str(out_dir / "checkpoints")) if resume and \
-        (out_dir / "checkpoints").is_dir() else None
+    checkpoint = last_complete_checkpoint(out_dir / "checkpoints") if resume else None
     if resume and checkpoint is None:
         print("no checkpoint to resume from; starting from the beginning", file=sys.stderr)
     started = time.perf_counter()

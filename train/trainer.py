@@ -8,7 +8,9 @@ tokenised articles, a collator that flattens their windows into one batch, and a
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +18,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from transformers import Trainer, TrainingArguments
 
 from model.config import MULTI_LABEL, ModelConfig
-from model.inference import ArticleClassifier
+from model.inference import ArticleClassifier, native_bf16
 from model.text import EncodedArticle, pick_training_windows
 
 from .config import TrainingConfig
@@ -118,6 +120,27 @@ class ArticleTrainer(Trainer):
         return metrics
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was written to the end.
+
+    The Trainer writes a checkpoint's files one by one and its trainer_state.json last;
+    a process killed in between leaves a folder without it (or with it cut short), which
+    must not be resumed from.
+    """
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.glob("checkpoint-*"):
+        step = path.name.split("-")[-1]
+        if step.isdigit() and (path / "model.safetensors").is_file():
+            try:
+                json.loads((path / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            found.append((int(step), path))
+    return str(max(found)[1]) if found else None
+
+
 def task_sampling_weights(task_of_example: list[int], temperature: float):
     """Per-example weights that give task t a share proportional to n_t ** (1 / T).
 
@@ -137,12 +160,7 @@ def choose_precision(requested: str) -> str:
     on the CPU), since it was measured about 1.5x faster there; fp32 elsewhere."""
     if requested != "auto":
         return requested
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    cpu = getattr(torch, "cpu", None)
-    native = any(getattr(cpu, name, lambda: False)() for name in
-                 ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return "bf16" if native else "fp32"
+    return "bf16" if native_bf16() else "fp32"
 
 
 def training_arguments(cfg: TrainingConfig, output_dir: str, precision: str) -> TrainingArguments:

@@ -1,0 +1,137 @@
+"""The prediction service, started for real and spoken to over a local socket."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from model import load_classifier
+
+from .conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(port, method, path, body=None, raw: bytes | None = None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json",
+                                                   **(headers or {})})
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    try:
+        return response.status, json.loads(payload)
+    except json.JSONDecodeError:
+        return response.status, payload.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def server(keyword_run):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "serve",
+                             str(keyword_run / "model"), "--port", str(port),
+                             "--max-articles", "8", "--max-body-bytes", "20000",
+                             "--batch-wait-ms", "20"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if request(port, "GET", "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError(proc.stdout.read().decode()[-2000:])
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_single_and_batch_match_the_python_api(server, keyword_run):
+    clf = load_classifier(keyword_run / "model")
+    text = "the striker scored a goal and the team won the cup"
+    status, one = request(server, "POST", "/predict", {"text": text})
+    assert status == 200
+    expected = clf.predict(text)
+    assert one["topic"]["label"] == expected["topic"]["label"] == "sport"
+    for label, p in expected["topic"]["probabilities"].items():
+        assert one["topic"]["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    status, many = request(server, "POST", "/predict", {"articles": [
+        {"id": "a", "text": "bank shares and profit"},
+        {"id": 7, "title": "Cup final", "text": "the team won"}]})
+    assert status == 200
+    assert [p["id"] for p in many["predictions"]] == ["a", 7]
+    assert many["predictions"][0]["topic"]["label"] == "business"
+
+
+def test_health_metadata_and_docs(server):
+    status, health = request(server, "GET", "/health")
+    assert status == 200 and health["status"] == "ok"
+    status, meta = request(server, "GET", "/metadata")
+    assert status == 200 and meta["tasks"][0]["labels"] == ["business", "sport"]
+    assert "accuracy" in meta["metrics"]["test"]["topic"]
+    status, schema = request(server, "GET", "/openapi.json")
+    assert status == 200 and "/predict" in schema["paths"]
+    assert request(server, "GET", "/docs")[0] == 200
+
+
+def test_concurrent_requests_share_forward_passes(server):
+    before = request(server, "GET", "/health")[1]
+    texts = [("bank shares profit market", "business"), ("goal team striker cup", "sport")] * 16
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda t: request(server, "POST", "/predict", {"text": t[0]}),
+                                texts))
+    assert all(status == 200 for status, _ in results)
+    assert [r["topic"]["label"] for _, r in results] == [label for _, label in texts]
+    after = request(server, "GET", "/health")[1]
+    served = after["articles_served"] - before["articles_served"]
+    passes = after["forward_passes"] - before["forward_passes"]
+    assert served == 32 and passes < 32  # micro-batched, not one pass per request
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"text": 5}, "text"),
+    ({"articles": [{"id": "x"}]}, "text"),
+    ({"articles": "nope"}, "articles"),
+    ({"text": "x", "top_k": 0}, "top_k"),
+])
+def test_wrong_types_are_422_naming_the_field(server, body, field):
+    status, payload = request(server, "POST", "/predict", body)
+    assert status == 422
+    assert any(field in map(str, err["loc"]) for err in payload["detail"])
+
+
+def test_other_bad_requests(server):
+    status, payload = request(server, "POST", "/predict", raw=b'{"text": "unterminated')
+    assert status == 422 and payload["detail"][0]["type"] == "json_invalid"
+    assert request(server, "POST", "/predict", {})[0] == 422
+    assert request(server, "POST", "/predict", {"text": "   "}) == (422, {
+        "detail": "text: empty text"})
+    status, payload = request(server, "POST", "/predict",
+                              {"articles": [{"text": "a"}] * 9})
+    assert status == 422 and "at most 8" in payload["detail"]
+    status, payload = request(server, "POST", "/predict", {"text": "word " * 5000})
+    assert status == 413
+
+
+def test_chunked_upload_over_the_limit_is_413(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    body = json.dumps({"text": "word " * 5000}).encode()
+    conn.request("POST", "/predict", body=iter([body[:10000], body[10000:]]),
+                 headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 413
+    conn.close()

@@ -1,0 +1,337 @@
+"""Inference benchmark: the Hugging Face pipeline beside our predict, fp32 and fast paths.
+
+    python -m train.bench_infer --model runs/bbc_topic/model --config configs/bbc_topic.yaml
+    make bench-infer
+
+On the same 1,000 real articles (BBC News plus SemEval-2023 English when ../shared/data is
+there, full length), each method runs in its own process so that peak memory is its own:
+throughput (articles/s, median of --repeats), p50/p95 latency of one article, peak RSS.
+Each fast path is compared with fp32: agreement of the predicted labels on the 1,000
+articles, and the change in test scores on the config's test split. Then batch
+prediction streams 10k and 100k lines through `article-classifier predict` (peak RSS of
+each), and the service answers 1, 8 and 32 concurrent clients. The oneDNN / quantized
+kernels that ran are printed. Writes bench/results/bench_infer.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("hf_pipeline", "fp32", "bf16", "int8")
+
+
+def bench_articles(n: int) -> list[str]:
+    """Real articles, full length: SemEval English when present, BBC for the rest."""
+    from .config import DataConfig, DatasetConfig, TaskConfig
+    from .data import load_task
+
+    texts = []
+    data = DataConfig()
+    if data.resolved_data_dir() is not None:
+        from . import framing_data  # noqa: F401
+
+        semeval = TaskConfig("frames", "multi_label", DatasetConfig(
+            format="semeval2023", path="framing/semeval2023_st2_train/train.jsonl",
+            languages=["en"]))
+        texts += [e.text for e in load_task(semeval, data).examples]
+    bbc = load_task(TaskConfig(), data).examples
+    step = max(1, len(bbc) // max(1, n - len(texts)))
+    texts += [e.text for e in bbc[::step]]
+    return texts[:n]
+
+
+def run_method(method: str, model_dir: str, repeats: int, batch_size: int) -> dict:
+    """Runs inside a worker process: throughput, latency and labels of one method."""
+    import resource
+
+    texts = bench_articles(1000)
+    if method == "hf_pipeline":
+        predict_many, predict_one = hf_pipeline(model_dir)
+    else:
+        from model.inference import load_classifier
+
+        clf = load_classifier(model_dir, precision=method)
+        task = clf.tasks[0].name
+
+        def predict_many(items):
+            out = clf.predict(items, batch_size=batch_size)
+            return [o[task].get("label") or ",".join(o[task]["labels"]) for o in out]
+
+        def predict_one(item):
+            return clf.predict(item)
+
+    predict_many(texts[:16])  # warm-up: first calls allocate and pick kernels
+    seconds, labels = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        labels = predict_many(texts)
+        seconds.append(time.perf_counter() - started)
+    latency = []
+    for text in texts[::10]:
+        started = time.perf_counter()
+        predict_one(text)
+        latency.append((time.perf_counter() - started) * 1000)
+    return {"method": method, "articles": len(texts),
+            "articles_per_s": len(texts) / statistics.median(seconds),
+            "runs_s": seconds, "p50_ms": float(np.percentile(latency, 50)),
+            "p95_ms": float(np.percentile(latency, 95)),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "labels": labels}
+
+
+def hf_pipeline(model_dir: str):
+    """`pipeline("text-classification")` on a single-head model of the same encoder:
+    the artifact's encoder weights in a BertForSequenceClassification-style model, read
+    as the pipeline reads (truncated to the encoder's 512 positions, one call per text)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    doc = json.loads((Path(model_dir) / "config.json").read_text())
+    task = doc["tasks"][0]
+    enc = {k: v for k, v in doc["encoder_config"].items() if k not in ("id2label", "label2id")}
+    config = AutoConfig.for_model(enc.pop("model_type"), **enc,
+                                  id2label=dict(enumerate(task["labels"])))
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    prefix = model.base_model_prefix
+    weights = {k.replace("encoder.", f"{prefix}.", 1): v for k, v in
+               load_file(str(Path(model_dir) / "model.safetensors")).items()
+               if k.startswith("encoder.")}
+    model.load_state_dict(weights, strict=False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, device=-1)
+
+    def predict_many(items):
+        return [r["label"] for r in classify(items, truncation=True, max_length=512)]
+
+    return predict_many, lambda item: classify(item, truncation=True, max_length=512)
+
+
+def kernels_used(model_dir: str, method: str) -> list[str]:
+    """oneDNN's verbose log of one forward pass, reduced to the distinct kernels."""
+    code = ("import sys; from model.inference import load_classifier; "
+            f"c = load_classifier({model_dir!r}, precision={method!r}); "
+            "c.predict(['A short text about markets and shares.'] * 4)")
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, env=env, timeout=300).stdout
+    found = set()
+    for line in out.splitlines():
+        parts = line.split(",")
+        if line.startswith("onednn_verbose") and ",exec," in line and len(parts) > 5:
+            found.add(f"{parts[4]}:{parts[5]}")
+        elif "isa:" in line:
+            found.add(line.split("isa:", 1)[1].strip())
+    if method == "int8":
+        import torch
+
+        found.add(f"quantized engine: {torch.backends.quantized.engine} (dynamic int8 Linear)")
+    return sorted(found) or ["(no oneDNN primitives: ATen/MKL kernels)"]
+
+
+def test_scores(model_dir: str, config: str, methods) -> dict:
+    """Test-split scores of every task for each precision (the accuracy side of speed)."""
+    from model.inference import load_classifier
+
+    from .config import load_run_config
+    from .run import evaluate_split, prepare_data
+
+    cfg = load_run_config(config)
+    labels = {t["name"]: t["labels"] for t in
+              json.loads((Path(model_dir) / "config.json").read_text())["tasks"]}
+    cfg.tasks = [t for t in cfg.tasks if t.name in labels]
+    _, splits, _ = prepare_data(cfg, labels)
+    scores = {}
+    for method in methods:
+        results = evaluate_split(load_classifier(model_dir, precision=method), splits, "test",
+                                 64)
+        scores[method] = {name: {k: r[k] for k in ("accuracy", "micro_f1", "macro_f1")
+                                 if k in r} for name, r in results.items()}
+    return scores
+
+
+def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
+    """Run a command; return (seconds, peak RSS in MiB) sampled every 50 ms."""
+    import psutil
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    handle, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, handle.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.05)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd} exited {proc.returncode}")
+    return time.perf_counter() - started, peak / 2**20
+
+
+def streaming(model_dir: str, work: Path, precision: str) -> dict:
+    """Batch prediction of 10k and 100k JSONL lines (headline-length texts, so that the
+    100k run takes minutes): memory must stay flat as the input grows."""
+    texts = [t.split("\n")[0] for t in bench_articles(1000)]
+    results = {}
+    for n in (10_000, 100_000):
+        src = work / f"stream_{n}.jsonl"
+        with open(src, "w") as handle:
+            for i in range(n):
+                handle.write(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n")
+        out = work / f"stream_{n}.out.jsonl"
+        seconds, peak = peak_rss_of([sys.executable, "-m", "model.cli", "predict", model_dir,
+                                     str(src), "-o", str(out), "--precision", precision])
+        with open(out) as handle:
+            lines = sum(1 for _ in handle)
+        results[n] = {"seconds": seconds, "peak_rss_mib": peak, "lines_out": lines,
+                      "articles_per_s": n / seconds}
+    return results
+
+
+def service_throughput(model_dir: str, precision: str, seconds: float = 20.0) -> dict:
+    """Requests/s of `article-classifier serve` at 1, 8 and 32 concurrent clients."""
+    import http.client
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", model_dir, "--port",
+                               str(port), "--precision", precision], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    texts = [t[:3000] for t in bench_articles(200)]
+
+    def call(text):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("POST", "/predict", json.dumps({"text": text}),
+                     {"Content-Type": "application/json"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    try:
+        for _ in range(600):
+            try:
+                if call("warm up") == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        results = {}
+        for clients in (1, 8, 32):
+            stop = time.perf_counter() + seconds
+            counts = []
+
+            def client(k, stop=stop):
+                done, errors = 0, 0
+                while time.perf_counter() < stop:
+                    ok = call(texts[(k * 7 + done) % len(texts)]) == 200
+                    done, errors = done + ok, errors + (not ok)
+                return done, errors
+
+            with ThreadPoolExecutor(clients) as pool:
+                counts = list(pool.map(client, range(clients)))
+            total = sum(c[0] for c in counts)
+            results[clients] = {"requests_per_s": total / seconds, "requests": total,
+                                "errors": sum(c[1] for c in counts)}
+        return results
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="runs/bbc_topic/model")
+    parser.add_argument("--config", default="configs/bbc_topic.yaml")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--fast", default="int8", help="the fast path for streaming/serving")
+    parser.add_argument("--skip", default="", help="comma list: streaming,service,scores")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_method(args.worker, args.model, args.repeats, args.batch_size)))
+        return 0
+    skip = set(filter(None, args.skip.split(",")))
+    runs = {}
+    for method in METHODS:
+        proc = subprocess.run([sys.executable, "-m", "train.bench_infer", "--worker", method,
+                               "--model", args.model, "--repeats", str(args.repeats),
+                               "--batch-size", str(args.batch_size)], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        runs[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{method}: {runs[method]['articles_per_s']:.1f} articles/s", flush=True)
+    report = {"runs": runs, "kernels": {m: kernels_used(args.model, m) for m in METHODS[1:]}}
+    if "scores" not in skip:
+        report["test_scores"] = test_scores(args.model, args.config, METHODS[1:])
+    work = Path(args.out) / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    if "streaming" not in skip:
+        report["streaming"] = streaming(args.model, work, args.fast)
+    if "service" not in skip:
+        report["service"] = service_throughput(args.model, args.fast)
+    text = render(report)
+    print(text)
+    out = Path(args.out)
+    (out / "bench_infer.md").write_text(text + "\n")
+    for run in runs.values():
+        run.pop("labels", None)
+    (out / "bench_infer.json").write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def render(report: dict) -> str:
+    from .metrics import environment
+
+    runs = report["runs"]
+    base = runs["hf_pipeline"]["articles_per_s"]
+    fp32 = runs["fp32"]["labels"]
+    lines = [f"Inference on {runs['fp32']['articles']} real articles (full length)", "",
+             "| method | articles/s | vs pipeline | p50 ms | p95 ms | peak RSS MiB | "
+             "same label as fp32 |", "|---|---|---|---|---|---|---|"]
+    for name, run in runs.items():
+        agree = np.mean([a == b for a, b in zip(run["labels"], fp32)]) if name != \
+            "hf_pipeline" else float("nan")
+        lines.append(f"| {name} | {run['articles_per_s']:.1f} | {run['articles_per_s'] / base:.2f}x"
+                     f" | {run['p50_ms']:.0f} | {run['p95_ms']:.0f} | {run['peak_rss_mib']:.0f} "
+                     f"| {'' if name == 'hf_pipeline' else f'{agree:.4f}'} |")
+    if "test_scores" in report:
+        lines += ["", "Test split scores (change against fp32 in points):", ""]
+        ref = report["test_scores"]["fp32"]
+        for method, tasks in report["test_scores"].items():
+            parts = [f"{task} {k} {v:.4f} ({100 * (v - ref[task][k]):+.2f})"
+                     for task, scores in tasks.items() for k, v in scores.items()]
+            lines.append(f"- {method}: " + "; ".join(parts))
+    lines += ["", "Kernels seen:"]
+    lines += [f"- {m}: {', '.join(k)}" for m, k in report["kernels"].items()]
+    if "streaming" in report:
+        lines += ["", "| streamed lines | seconds | articles/s | peak RSS MiB | lines out |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {n} | {r['seconds']:.0f} | {r['articles_per_s']:.0f} | "
+                  f"{r['peak_rss_mib']:.0f} | {r['lines_out']} |"
+                  for n, r in report["streaming"].items()]
+    if "service" in report:
+        lines += ["", "| concurrent clients | requests/s | requests | errors |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c} | {r['requests_per_s']:.1f} | {r['requests']} | {r['errors']} |"
+                  for c, r in report["service"].items()]
+    env = environment()
+    lines += ["", f"machine: {env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']}; "
+              f"runs: median of repeats, each method in its own process"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
