@@ -8,7 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/bbc_topic.yaml
 
-.PHONY: install train test test-fast bench-topic lint clean
+MODEL ?= runs/bbc_topic/model
+
+.PHONY: install train test test-fast bench-topic bench-infer bench-frames lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,15 @@ test-fast: $(STAMP)
 
 bench-topic: $(STAMP)
 	$(PY) -m train.bench_topic --config $(CONFIG)
+
+# Needs a trained model: `make train` (or bench-topic) first.
+bench-infer: $(STAMP)
+	$(PY) -m train.bench_infer --model $(MODEL) --config $(CONFIG)
+
+# Framing benchmarks (need ../shared/data or ARTICLE_DATA_DIR); about an hour each on 2 CPUs.
+bench-frames: $(STAMP)
+	$(PY) -m train.bench_frames --config configs/semeval_frames.yaml --cv 5
+	$(PY) -m train.bench_frames --config configs/gvfc_frames.yaml --published-folds 0,1,2,3,4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model train tests

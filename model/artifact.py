@@ -31,9 +31,6 @@ from .network import ArticleClassifierNetwork
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
-# The fast path `load_classifier(precision="auto")` takes, chosen by `make bench-infer`
-# (see BENCHMARKS.md); machines without it fall back to fp32.
-DEFAULT_PRECISION = "fp32"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth")
 
 
@@ -82,8 +79,7 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
             "encoder_config": network.encoder.config.to_dict(),
             "tasks": [asdict(t) for t in network.tasks],
             "metrics": metrics or {},
-            "inference": {"default_precision": DEFAULT_PRECISION,
-                          "supported_precisions": ["fp32", "bf16", "int8"]},
+            "inference": {"supported_precisions": ["fp32", "bf16", "int8"]},
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(document, indent=2, default=str))
         save_model(network, str(tmp / WEIGHTS_NAME))

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, help="give the k best frames of each article")
     p.add_argument("--resume", action="store_true",
                    help="keep the complete lines of an earlier, interrupted run and go on")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: Ray Data over a cluster (RAY_ADDRESS) or local cores; the "
+                        "output is then a folder of JSONL shards (or Parquet for *.parquet)")
+    p.add_argument("--workers", type=int, default=1, help="Ray actors (each loads the model)")
     p.set_defaults(handler=run_predict)
 
     q = commands.add_parser("profile", help="per-source framing profile of predictions")
@@ -73,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_predict(args) -> int:
+    if args.engine == "ray":
+        from .ray_engine import predict_with_ray
+
+        n = predict_with_ray(args.model, args.input, args.output, workers=args.workers,
+                             precision=args.precision, batch_size=args.batch_size,
+                             threshold=args.threshold, top_k=args.top_k,
+                             text_column=args.text_column, id_column=args.id_column,
+                             title_column=args.title_column)
+        print(f"wrote {n} predictions to {args.output}/ with Ray", file=sys.stderr)
+        return 0
     output, source = Path(args.output), Path(args.input)
     if output.resolve() == source.resolve():
         raise ValueError("--output must not be the input file")

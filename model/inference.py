@@ -31,17 +31,26 @@ def native_bf16() -> bool:
                ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
+# The order `auto` tries the fast paths in, fastest first as measured by
+# `make bench-infer` (BENCHMARKS.md); each is taken only where the hardware has it.
+AUTO_ORDER = ("bf16", "int8", "fp32")
+
+
 def resolve_precision(requested: str | None, document: dict | None = None) -> str:
-    """`auto` (or None) picks the artifact's measured default, falling back to fp32
-    where the hardware lacks it (bf16 without native support, int8 off the CPU)."""
+    """`auto` (or None) takes the first of AUTO_ORDER that the artifact supports and this
+    machine runs well: bf16 only with native support, int8 only on the CPU."""
     if requested not in (None, "auto"):
         return requested
-    preferred = (document or {}).get("inference", {}).get("default_precision", "fp32")
-    if preferred == "bf16" and not native_bf16():
-        return "fp32"
-    if preferred == "int8" and torch.cuda.is_available():
-        return "fp32"
-    return preferred
+    supported = (document or {}).get("inference", {}).get("supported_precisions", ["fp32"])
+    for precision in AUTO_ORDER:
+        if precision not in supported:
+            continue
+        if precision == "bf16" and not native_bf16():
+            continue
+        if precision == "int8" and torch.cuda.is_available():
+            continue
+        return precision
+    return "fp32"
 
 
 class ArticleClassifier:

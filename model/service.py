@@ -99,14 +99,14 @@ class MicroBatcher:
             jobs = [await self.queue.get()]
             size = len(jobs[0][0])
             deadline = loop.time() + self.limits.batch_wait_ms / 1000
-            while size < self.limits.max_batch_articles:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
+            # Drain without wait_for(queue.get()): cancelling a get on timeout can drop
+            # the item it was handed, leaving that request waiting for ever.
+            while size < self.limits.max_batch_articles and loop.time() < deadline:
                 try:
-                    job = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
+                    job = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    await asyncio.sleep(0.001)
+                    continue
                 jobs.append(job)
                 size += len(job[0])
             await self.serve(jobs, loop)
@@ -124,7 +124,8 @@ class MicroBatcher:
                     None, functools.partial(self.clf.predict, texts, **dict(options)))
             except Exception as err:  # noqa: BLE001 - handed to each waiting request
                 for job in group:
-                    job[2].set_exception(err)
+                    if not job[2].done():  # a client that left has cancelled its future
+                        job[2].set_exception(err)
                 continue
             finally:
                 self.waiting -= len(texts)
@@ -132,7 +133,8 @@ class MicroBatcher:
                 self.articles_served += len(texts)
             start = 0
             for job in group:
-                job[2].set_result(out[start:start + len(job[0])])
+                if not job[2].done():
+                    job[2].set_result(out[start:start + len(job[0])])
                 start += len(job[0])
 
 

@@ -3,10 +3,13 @@ and a model trained for real through the `python -m train` command."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,65 @@ def keyword_run(tiny_encoder, keyword_data, tmp_path_factory) -> Path:
                             "training.batch_size=8", "training.learning_rate=3e-3",
                             "training.warmup_ratio=0.0"))
     return out
+
+
+class ServedPort(int):
+    """The port of a test server, carrying the server's pid for memory checks."""
+
+    def __new__(cls, port: int, pid: int):
+        obj = super().__new__(cls, port)
+        obj.pid = pid
+        return obj
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(port, method, path, body=None, raw: bytes | None = None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json",
+                                                   **(headers or {})})
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    try:
+        return response.status, json.loads(payload)
+    except json.JSONDecodeError:
+        return response.status, payload.decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def server(keyword_run, tmp_path_factory):
+    """The keyword model served by `article-classifier serve` on a free local port."""
+    port = free_port()
+    # The access log goes to a file: an unread pipe fills up and blocks the server.
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "serve",
+                             str(keyword_run / "model"), "--port", str(port),
+                             "--max-articles", "8", "--max-body-bytes", "20000",
+                             "--batch-wait-ms", "20"],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if request(port, "GET", "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        log.seek(0)
+        raise RuntimeError(log.read().decode()[-2000:])
+    yield ServedPort(port, proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    finally:
+        log.close()

@@ -4,60 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from model import load_classifier
 
-from .conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def request(port, method, path, body=None, raw: bytes | None = None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    conn.request(method, path, body=data, headers={"Content-Type": "application/json",
-                                                   **(headers or {})})
-    response = conn.getresponse()
-    payload = response.read()
-    conn.close()
-    try:
-        return response.status, json.loads(payload)
-    except json.JSONDecodeError:
-        return response.status, payload.decode(errors="replace")
-
-
-@pytest.fixture(scope="module")
-def server(keyword_run):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "serve",
-                             str(keyword_run / "model"), "--port", str(port),
-                             "--max-articles", "8", "--max-body-bytes", "20000",
-                             "--batch-wait-ms", "20"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if request(port, "GET", "/health")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError(proc.stdout.read().decode()[-2000:])
-    yield port
-    proc.terminate()
-    proc.wait(timeout=30)
+from .conftest import request
 
 
 def test_single_and_batch_match_the_python_api(server, keyword_run):
@@ -128,7 +81,7 @@ def test_other_bad_requests(server):
 
 
 def test_chunked_upload_over_the_limit_is_413(server):
-    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", int(server), timeout=60)
     body = json.dumps({"text": "word " * 5000}).encode()
     conn.request("POST", "/predict", body=iter([body[:10000], body[10000:]]),
                  headers={"Content-Type": "application/json"}, encode_chunked=True)

@@ -135,7 +135,8 @@ def train(cfg: RunConfig, resume: bool = False) -> int:
     precision = choose_precision(cfg.training.precision)
     trainer = ArticleTrainer(
         model=network,
-        args=training_arguments(cfg.training, str(out_dir / "checkpoints"), precision),
+        args=training_arguments(cfg.training, str(out_dir / "checkpoints"), precision,
+                                len(specs)),
         train_dataset=ArticleDataset(items, cfg.model, cfg.training.seed),
         eval_dataset=list(eval_sets),  # evaluation reads eval_sets; this enables eval_strategy
         data_collator=ChunkCollator(tokenizer, specs),

@@ -163,9 +163,13 @@ def choose_precision(requested: str) -> str:
     return "bf16" if native_bf16() else "fp32"
 
 
-def training_arguments(cfg: TrainingConfig, output_dir: str, precision: str) -> TrainingArguments:
+def training_arguments(cfg: TrainingConfig, output_dir: str, precision: str,
+                       n_tasks: int = 1) -> TrainingArguments:
     """Map our TrainingConfig onto `TrainingArguments`."""
     return TrainingArguments(
+        # With several tasks a batch may hold no example of some head, whose parameters
+        # then get no gradient; DistributedDataParallel must be told to expect that.
+        ddp_find_unused_parameters=n_tasks > 1,
         output_dir=output_dir,
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
