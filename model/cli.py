@@ -80,12 +80,12 @@ def run_predict(args) -> int:
     if args.engine == "ray":
         from .ray_engine import predict_with_ray
 
-        n = predict_with_ray(args.model, args.input, args.output, workers=args.workers,
-                             precision=args.precision, batch_size=args.batch_size,
-                             threshold=args.threshold, top_k=args.top_k,
-                             text_column=args.text_column, id_column=args.id_column,
-                             title_column=args.title_column)
-        print(f"wrote {n} predictions to {args.output}/ with Ray", file=sys.stderr)
+        predict_with_ray(args.model, args.input, args.output, workers=args.workers,
+                         precision=args.precision, batch_size=args.batch_size,
+                         threshold=args.threshold, top_k=args.top_k,
+                         text_column=args.text_column, id_column=args.id_column,
+                         title_column=args.title_column)
+        print(f"wrote the predictions to {args.output}/ with Ray", file=sys.stderr)
         return 0
     output, source = Path(args.output), Path(args.input)
     if output.resolve() == source.resolve():

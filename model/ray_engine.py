@@ -60,8 +60,8 @@ class RayPredictor:
 def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int = 1,
                      precision: str = "auto", batch_size: int = 32, threshold=None,
                      top_k=None, text_column="text", id_column="id",
-                     title_column="title") -> int:
-    """Predict every record of `source` on Ray; returns the number of records written."""
+                     title_column="title") -> None:
+    """Predict every record of `source` on Ray, writing shards into the folder `output`."""
     try:
         import ray
     except ImportError as err:
@@ -77,17 +77,20 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
                          "id column and a text column")
     cpus = int(ray.available_resources().get("CPU", 1))
     threads = max(1, cpus // max(1, workers))
+    # Leave a CPU's worth of room for the read and write tasks: actors holding every CPU
+    # would starve them and the pipeline would stall.
+    actor_cpus = max(0.25, min(threads, (cpus - 1) / max(1, workers)))
     columns = {"id": id_column, "text": text_column, "title": title_column}
     options = {"batch_size": batch_size, "threshold": threshold, "top_k": top_k}
     predicted = data.map_batches(
         RayPredictor, fn_constructor_args=(str(Path(model_dir).resolve()), precision, options,
                                            columns, threads),
-        batch_size=256, concurrency=workers, num_cpus=threads, batch_format="numpy")
+        batch_size=256, concurrency=workers, num_cpus=actor_cpus, batch_format="numpy")
+    # Writing runs the pipeline; counting afterwards would run it a second time.
     if output.endswith(".parquet"):
         predicted.write_parquet(output)
     else:
         predicted.write_json(output)
-    return predicted.count()
 
 
 def _read(source: str):

@@ -15,8 +15,8 @@ from .conftest import ROOT, run_cli, tiny_overrides
 
 def test_torchrun_two_processes_matches_one(tiny_encoder, keyword_data, keyword_run, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "0", "-m", "train", "--config", "configs/bbc_topic.yaml",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "train", "--config", "configs/bbc_topic.yaml",
            *tiny_overrides(tiny_encoder, out, "tasks.0.dataset.format=jsonl",
                            f"tasks.0.dataset.path={keyword_data}", "training.epochs=6",
                            "training.batch_size=4", "training.learning_rate=3e-3",
