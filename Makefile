@@ -1,6 +1,7 @@
 # One entry point for the usual jobs. Every target bootstraps .venv first:
 # a CPU build of torch (pinned: an unpinned torch pulls a CUDA build of several GB),
-# then this project in editable mode with its dev extras.
+# then this project in editable mode with its dev extras and the optional Ray engine
+# (the test suite checks it against the local engine).
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
