@@ -102,6 +102,18 @@ def test_evaluate_other_split(trained_run, tmp_path):
     assert metrics["split"] == "validation" and metrics["tasks"]["topic"]["n"] == 22
 
 
+def test_evaluate_can_truncate_or_change_pooling(trained_run, tmp_path):
+    proc = run_cli("-m", "train.evaluate", "--model", str(trained_run / "model"),
+                   "--config", str(trained_run / "config.yaml"), "--max-chunks", "1",
+                   "--pooling", "max", "--out", str(tmp_path))
+    assert proc.stdout.startswith("test topic: accuracy")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["tasks"]["topic"]
+    full = json.loads((trained_run / "metrics.json").read_text())["tasks"]["topic"]
+    assert metrics["n"] == full["n"] == 23
+    # BBC articles are longer than one 64-token window: now most are marked truncated.
+    assert metrics["truncated_articles"] > full["truncated_articles"]
+
+
 def test_bad_config_fails_with_a_clear_message(tiny_encoder, tmp_path):
     proc = run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
                    *tiny_overrides(tiny_encoder, tmp_path, "training.epoch=1"), check=False)

@@ -3,6 +3,9 @@
     python -m train.evaluate --model runs/bbc_topic/model --config configs/bbc_topic.yaml
     python -m train.evaluate --model DIR --config configs/bbc_topic.yaml --split validation \
         --out runs/bbc_topic/eval_validation
+    # How much do the later windows help? Read only the first one, or pool by max:
+    python -m train.evaluate --model DIR --config configs/bbc_topic.yaml --max-chunks 1
+    python -m train.evaluate --model DIR --config configs/bbc_topic.yaml --pooling max
 
 The split is rebuilt exactly as training built it (same data, seed and deduplication),
 and the artifact's own labels are the allowed labels. Writes metrics.json, report.md and
@@ -34,9 +37,19 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="output folder (default: the model's parent)")
     parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8"))
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-chunks", type=int,
+                        help="read at most this many windows per article (1 = truncate)")
+    parser.add_argument("--pooling", choices=("mean", "max"),
+                        help="pool the window logits this way instead of the trained way")
     args = parser.parse_args(argv)
     try:
         clf = load_classifier(args.model, precision=args.precision)
+        if args.max_chunks:
+            clf.config.max_chunks = args.max_chunks
+        if args.pooling:
+            if clf.config.pooling == "attention":
+                raise ValueError("--pooling cannot replace a learned attention pooling")
+            clf.config.pooling = args.pooling
         cfg = load_run_config(args.config, args.set)
         cfg.tasks = [t for t in cfg.tasks if t.name in {s.name for s in clf.tasks}]
         if not cfg.tasks:

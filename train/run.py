@@ -187,7 +187,7 @@ def print_summary(document: dict, out_dir: Path) -> None:
     for name, result in document["tasks"].items():
         keys = ("accuracy", "macro_f1") if "accuracy" in result else ("micro_f1", "macro_f1")
         scores = ", ".join(f"{k} {result[k]:.4f}" for k in keys)
-        print(f"test {name}: {scores} (n={result['n']})")
+        print(f"{document.get('split', 'test')} {name}: {scores} (n={result['n']})")
     if "training_seconds" in document:
         print(f"training took {document['training_seconds']:.0f} s")
     print(f"wrote {out_dir}/")
