@@ -52,7 +52,8 @@ def test_load_and_predict_return_the_shape_they_are_given(keyword_run):
     assert abs(sum(one["topic"]["probabilities"].values()) - 1.0) < 1e-4
     assert one["topic"]["score"] == max(one["topic"]["probabilities"].values())
     assert one["tokens"] > 5 and one["chunks"] == 1 and one["truncated"] is False
-    many = clf.predict(["The striker scored a goal and the team won the cup.", "bank shares"])
+    many = clf.predict(["The striker scored a goal; the team won the league cup match.",
+                        "Bank shares rose; investors saw market profit growth."])
     assert isinstance(many, list) and [p["topic"]["label"] for p in many] == ["sport",
                                                                              "business"]
 
