@@ -68,9 +68,8 @@ class ArticleClassifier:
         self.tokenizer = tokenizer
         self.metadata = metadata or {}
         self.precision = precision
-        self.device = torch.device(device) if device else next(network.parameters()).device
-        if self.device != next(network.parameters()).device:
-            self.network.to(self.device)
+        if device is not None:
+            self.network.to(torch.device(device))
         if precision == "int8":
             if self.device.type != "cpu":
                 raise ValueError("int8 (dynamic quantization) runs on the CPU only")
@@ -104,6 +103,11 @@ class ArticleClassifier:
             out[task.name] = (torch.sigmoid(values) if task.type == MULTI_LABEL
                               else torch.softmax(values, dim=-1)).numpy()
         return out
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network is now: a `Trainer` may move it after this object was made."""
+        return next(self.network.parameters()).device
 
     @torch.inference_mode()
     def logits(self, encoded: list[EncodedArticle],

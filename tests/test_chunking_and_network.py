@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from model.config import ModelConfig, TaskSpec
+from model.inference import ArticleClassifier
 from model.network import ArticleClassifierNetwork
 from model.text import (
     chunk_articles,
@@ -105,6 +106,17 @@ def test_each_head_loss_sees_only_its_task(tiny_encoder):
     assert net.heads["topic"].weight.grad.abs().sum() > 0
     frames_grad = net.heads["frames"].weight.grad
     assert frames_grad is None or frames_grad.abs().sum() == 0
+
+
+def test_classifier_follows_the_network_when_it_moves(tiny_encoder, tokenizer):
+    """The Trainer moves the network (to a GPU) after the classifier that evaluates it
+    was made; inputs must then go where the network is, not where it was."""
+    tasks = [TaskSpec("topic", "single_label", ["a", "b"])]
+    net = ArticleClassifierNetwork(AutoModel.from_pretrained(tiny_encoder), tasks, ModelConfig())
+    clf = ArticleClassifier(net, tokenizer)
+    assert clf.device.type == "cpu"
+    net.to("meta")
+    assert clf.device.type == "meta"
 
 
 def test_model_config_rejects_bad_values():

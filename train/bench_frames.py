@@ -47,12 +47,12 @@ def tfidf_svm(train_examples, test_examples, labels) -> dict:
             "macro_f1": f1_score(y_test, predicted, average="macro", zero_division=0)}
 
 
-def run_fold(cfg, name: str, fold_dir: Path) -> dict:
+def run_fold(cfg, name: str, fold_dir: Path, task: str) -> dict:
     cfg.training.output_dir = str(fold_dir)
     specs, splits, _ = prepare_data(deepcopy(cfg))
-    task = cfg.tasks[0].name
+    spec = next(s for s in specs if s.name == task)
     parts = splits[task]
-    baseline = tfidf_svm(parts["train"] + parts["validation"], parts["test"], specs[0].labels)
+    baseline = tfidf_svm(parts["train"] + parts["validation"], parts["test"], spec.labels)
     if train(cfg) != 0:
         raise RuntimeError(f"training failed for {name}")
     metrics = json.loads((fold_dir / "metrics.json").read_text())
@@ -68,7 +68,8 @@ def run_fold(cfg, name: str, fold_dir: Path) -> dict:
             break  # learned pooling is trained in; nothing to swap
         clf.config.pooling = pooling
         probs = clf.probabilities(encoded)[task]
-        scores = task_metrics(clf.tasks[0], [e.label for e in test], probs)
+        spec = next(t for t in clf.tasks if t.name == task)
+        scores = task_metrics(spec, [e.label for e in test], probs)
         result["pooling"][pooling] = {"micro_f1": scores["micro_f1"],
                                       "macro_f1": scores["macro_f1"]}
     print(f"[{name}] ours micro-F1 {ours['micro_f1']:.4f} macro-F1 {ours['macro_f1']:.4f} | "
@@ -108,23 +109,28 @@ def main(argv=None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--cv", type=int, help="k stratified folds of the config's data")
     group.add_argument("--published-folds", help="comma-separated dataset.fold values")
+    parser.add_argument("--task", help="the task to score (default: the config's first); "
+                        "the others train beside it as auxiliary tasks")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", help="result file suffix (default: the config's name)")
     args = parser.parse_args(argv)
     name = args.name or Path(args.config).stem
     base = load_run_config(args.config, args.set)
     run_root = Path(base.training.output_dir) / "bench"
+    task = args.task or base.tasks[0].name
+    if task not in [t.name for t in base.tasks]:
+        parser.error(f"--task {task}: the config has no such task")
     folds = []
     if args.cv:
         for k in range(args.cv):
             cfg = load_run_config(args.config, [*args.set, f"data.cv_folds={args.cv}",
                                                 f"data.cv_fold={k}"])
-            folds.append(run_fold(cfg, f"cv{k}", run_root / f"cv{k}"))
+            folds.append(run_fold(cfg, f"cv{k}", run_root / f"cv{k}", task))
         title = f"{name}: {args.cv}-fold cross-validation"
     else:
         for k in args.published_folds.split(","):
             cfg = load_run_config(args.config, [*args.set, f"tasks.0.dataset.fold={k}"])
-            folds.append(run_fold(cfg, f"fold{k}", run_root / f"fold{k}"))
+            folds.append(run_fold(cfg, f"fold{k}", run_root / f"fold{k}", task))
         title = f"{name}: published folds {args.published_folds}"
     report = summarise(folds, title, base.model.pooling)
     print(report)
