@@ -21,6 +21,9 @@ from .inference import load_classifier
 from .inputs import iter_articles
 from .profile import framing_profile, read_predictions, write_profile
 
+MAX_CHUNKS_HELP = ("read at most N token windows of each article, spread over it (default: "
+                   "the model's own limit); faster on long articles, at some accuracy")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="article-classifier",
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id-column", default="id")
     p.add_argument("--title-column", default="title")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
+    p.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept pickle weights (.bin/.pt); only for files you trust")
     p.add_argument("--keep", action="append", default=[], metavar="FIELD",
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="address to bind (default: this machine only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
+    s.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
     s.add_argument("--max-batch-articles", type=int, default=64,
                    help="articles per forward pass across concurrent requests")
     s.add_argument("--batch-wait-ms", type=float, default=5.0,
@@ -84,7 +89,7 @@ def run_predict(args) -> int:
                          precision=args.precision, batch_size=args.batch_size,
                          threshold=args.threshold, top_k=args.top_k,
                          text_column=args.text_column, id_column=args.id_column,
-                         title_column=args.title_column)
+                         title_column=args.title_column, max_chunks=args.max_chunks)
         print(f"wrote the predictions to {args.output}/ with Ray", file=sys.stderr)
         return 0
     output, source = Path(args.output), Path(args.input)
@@ -93,7 +98,8 @@ def run_predict(args) -> int:
     total = count_inputs(source)
     done = completed_lines(output) if args.resume else 0
     check_writable(output, (total or 0) - done)
-    clf = load_classifier(args.model, precision=args.precision, allow_pickle=args.allow_pickle)
+    clf = load_classifier(args.model, precision=args.precision, allow_pickle=args.allow_pickle,
+                          max_chunks=args.max_chunks)
     records = islice(iter_articles(source, args.text_column, args.id_column,
                                    args.title_column), done, None)
     n_errors = n_written = 0
@@ -176,7 +182,7 @@ def run_serve(args) -> int:
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_articles=args.max_articles,
                            max_batch_articles=args.max_batch_articles,
                            batch_wait_ms=args.batch_wait_ms)
-    serve(args.model, args.host, args.port, args.precision, limits)
+    serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks)
     return 0
 
 

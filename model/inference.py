@@ -208,13 +208,21 @@ def check_text(text, index: int) -> None:
 
 
 def load_classifier(path: str | os.PathLike, precision: str = "auto",
-                    device: str | None = None, allow_pickle: bool = False) -> ArticleClassifier:
+                    device: str | None = None, allow_pickle: bool = False,
+                    max_chunks: int | None = None) -> ArticleClassifier:
     """Load an artifact folder written by training (`runs/<job>/model`).
 
     `precision`: `fp32`, `bf16` (autocast), `int8` (dynamic quantization, CPU), or
     `auto`: the fast path the artifact records as its default, where this machine has it.
+    `max_chunks`: read at most this many windows of an article (spread over its length)
+    instead of the artifact's own limit: less work on long articles, at some accuracy
+    (BENCHMARKS.md measures how much).
     """
+    if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
+        raise ValueError(f"max_chunks must be a whole number >= 1, got {max_chunks!r}")
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
+    if max_chunks is not None:
+        network.model_config.max_chunks = max_chunks
     return ArticleClassifier(network, tokenizer, document,
                              precision=resolve_precision(precision, document),
                              device=device or "cpu")
@@ -226,7 +234,8 @@ _LOADED: dict[tuple, ArticleClassifier] = {}
 def predict(texts, model: str | os.PathLike, **kwargs):
     """`load_classifier(model).predict(texts, **kwargs)`, keeping loaded models cached."""
     precision = kwargs.pop("precision", "auto")
-    key = (str(Path(model).resolve()), precision)
+    max_chunks = kwargs.pop("max_chunks", None)
+    key = (str(Path(model).resolve()), precision, max_chunks)
     if key not in _LOADED:
-        _LOADED[key] = load_classifier(model, precision=precision)
+        _LOADED[key] = load_classifier(model, precision=precision, max_chunks=max_chunks)
     return _LOADED[key].predict(texts, **kwargs)

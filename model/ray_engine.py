@@ -30,7 +30,9 @@ class RayPredictor:
         from .inference import load_classifier
 
         torch.set_num_threads(threads)
-        self.clf = load_classifier(model_dir, precision=precision)
+        options = dict(options)
+        self.clf = load_classifier(model_dir, precision=precision,
+                                   max_chunks=options.pop("max_chunks", None))
         self.options = options
         self.columns = columns
 
@@ -60,7 +62,7 @@ class RayPredictor:
 def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int = 1,
                      precision: str = "auto", batch_size: int = 32, threshold=None,
                      top_k=None, text_column="text", id_column="id",
-                     title_column="title") -> None:
+                     title_column="title", max_chunks: int | None = None) -> None:
     """Predict every record of `source` on Ray, writing shards into the folder `output`."""
     try:
         import ray
@@ -81,7 +83,8 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
     # would starve them and the pipeline would stall.
     actor_cpus = max(0.25, min(threads, (cpus - 1) / max(1, workers)))
     columns = {"id": id_column, "text": text_column, "title": title_column}
-    options = {"batch_size": batch_size, "threshold": threshold, "top_k": top_k}
+    options = {"batch_size": batch_size, "threshold": threshold, "top_k": top_k,
+               "max_chunks": max_chunks}
     predicted = data.map_batches(
         RayPredictor, fn_constructor_args=(str(Path(model_dir).resolve()), precision, options,
                                            columns, threads),

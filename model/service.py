@@ -139,9 +139,9 @@ class MicroBatcher:
 
 
 def create_app(model_dir: str, precision: str = "auto",
-               limits: ServiceLimits | None = None) -> FastAPI:
+               limits: ServiceLimits | None = None, max_chunks: int | None = None) -> FastAPI:
     limits = limits or ServiceLimits()
-    clf = load_classifier(model_dir, precision=precision)
+    clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks)
     batcher = MicroBatcher(clf, limits)
 
     @asynccontextmanager
@@ -173,6 +173,7 @@ def create_app(model_dir: str, precision: str = "auto",
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": str(model_dir), "precision": clf.precision,
+                "max_chunks": clf.config.max_chunks,
                 "queued_articles": batcher.waiting, "forward_passes": batcher.passes,
                 "articles_served": batcher.articles_served}
 
@@ -212,8 +213,8 @@ def create_app(model_dir: str, precision: str = "auto",
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: str = "auto",
-          limits: ServiceLimits | None = None) -> None:
+          limits: ServiceLimits | None = None, max_chunks: int | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_dir, precision, limits), host=host, port=port,
+    uvicorn.run(create_app(model_dir, precision, limits, max_chunks), host=host, port=port,
                 log_level="info")

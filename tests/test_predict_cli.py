@@ -116,3 +116,21 @@ def test_module_entry_point(trained_run, tmp_path):
     run_cli("-m", "model.cli", "predict", str(trained_run / "model"), str(src),
             "-o", str(tmp_path / "out" / "p.jsonl"))
     assert read_jsonl(tmp_path / "out" / "p.jsonl")[0]["id"] == "q"
+
+
+def test_max_chunks_caps_the_windows_read(trained_run, tmp_path):
+    """`--max-chunks` reads fewer windows of a long article, and says so in the output."""
+    long_text = " ".join(bbc_texts(40))  # far more than 8 windows of 64 tokens
+    src = tmp_path / "long.jsonl"
+    src.write_text(json.dumps({"id": "long", "text": long_text}) + "\n")
+    full, capped = tmp_path / "full.jsonl", tmp_path / "capped.jsonl"
+    predict_cli(str(trained_run / "model"), str(src), "-o", str(full))
+    predict_cli(str(trained_run / "model"), str(src), "-o", str(capped), "--max-chunks", "2")
+    [whole], [short] = read_jsonl(full), read_jsonl(capped)
+    assert whole["chunks"] == 8 and short["chunks"] == 2
+    assert short["truncated"] and short["chunks_total"] == whole["chunks_total"] > 8
+    assert short["topic"]["probabilities"] != whole["topic"]["probabilities"]
+    proc = predict_cli(str(trained_run / "model"), str(src), "-o", str(capped),
+                       "--max-chunks", "0", check=False)
+    assert proc.returncode == 2 and "max_chunks must be" in proc.stderr
+    assert "Traceback" not in proc.stderr
