@@ -109,31 +109,40 @@ class ArticleClassifier:
         """Where the network is now: a `Trainer` may move it after this object was made."""
         return next(self.network.parameters()).device
 
+    def window_batches(self, encoded: list[EncodedArticle], batch_size: int = 32):
+        """The windows of all `encoded` articles, sorted by length and padded per batch.
+
+        Yields `(rows, batch)`: the batch's positions in the flat list of windows (article
+        by article, window by window) and its padded `input_ids` / `attention_mask`.
+        """
+        windows = [w for art in encoded for w in art.windows]
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            # Lengths rounded up to a multiple of 16 keep the number of distinct
+            # shapes small, so oneDNN reuses its compiled kernels (bf16 especially).
+            yield rows, self.tokenizer.pad({"input_ids": [windows[i] for i in rows]},
+                                           pad_to_multiple_of=16, return_tensors="pt")
+
     @torch.inference_mode()
     def logits(self, encoded: list[EncodedArticle],
                batch_size: int = 32) -> dict[str, np.ndarray]:
         """Per-task article logits. `batch_size` counts windows per encoder call."""
         was_training = self.network.training
         self.network.eval()
-        windows = [(len(w), a, w) for a, art in enumerate(encoded) for w in art.windows]
-        order = sorted(range(len(windows)), key=lambda i: windows[i][0])
-        hidden = self.network.encoder.config.hidden_size
-        embeddings = torch.zeros((len(windows), hidden))
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+        device = self.device
+        chunk_article = torch.tensor([a for a, art in enumerate(encoded) for _ in art.windows],
+                                     dtype=torch.long)
+        embeddings = torch.zeros((len(chunk_article), self.network.encoder.config.hidden_size))
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                     if self.precision == "bf16" else nullcontext())
         with autocast:
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
-                # Lengths rounded up to a multiple of 16 keep the number of distinct
-                # shapes small, so oneDNN reuses its compiled kernels (bf16 especially).
-                batch = self.tokenizer.pad({"input_ids": [windows[i][2] for i in rows]},
-                                           pad_to_multiple_of=16, return_tensors="pt")
-                emb = self.network.embed_chunks(batch["input_ids"].to(self.device),
-                                                batch["attention_mask"].to(self.device))
+            for rows, batch in self.window_batches(encoded, batch_size):
+                emb = self.network.embed_chunks(batch["input_ids"].to(device),
+                                                batch["attention_mask"].to(device))
                 embeddings[rows] = emb.float().cpu()
-            chunk_article = torch.tensor([w[1] for w in windows], dtype=torch.long)
-            logits = self.network.score_articles(embeddings.to(self.device),
-                                                 chunk_article.to(self.device), len(encoded))
+            logits = self.network.score_articles(embeddings.to(device),
+                                                 chunk_article.to(device), len(encoded))
         self.network.train(was_training)
         return {name: value.float().cpu().numpy() for name, value in logits.items()}
 

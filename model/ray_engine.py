@@ -23,16 +23,14 @@ from .text import join_title
 class RayPredictor:
     """A Ray Data actor: loads the model once, then predicts batches of records."""
 
-    def __init__(self, model_dir: str, precision: str, options: dict, columns: dict,
-                 threads: int):
+    def __init__(self, model_dir: str, precision: str, max_chunks: int | None, options: dict,
+                 columns: dict, threads: int):
         import torch
 
         from .inference import load_classifier
 
         torch.set_num_threads(threads)
-        options = dict(options)
-        self.clf = load_classifier(model_dir, precision=precision,
-                                   max_chunks=options.pop("max_chunks", None))
+        self.clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks)
         self.options = options
         self.columns = columns
 
@@ -83,11 +81,10 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
     # would starve them and the pipeline would stall.
     actor_cpus = max(0.25, min(threads, (cpus - 1) / max(1, workers)))
     columns = {"id": id_column, "text": text_column, "title": title_column}
-    options = {"batch_size": batch_size, "threshold": threshold, "top_k": top_k,
-               "max_chunks": max_chunks}
+    options = {"batch_size": batch_size, "threshold": threshold, "top_k": top_k}
     predicted = data.map_batches(
-        RayPredictor, fn_constructor_args=(str(Path(model_dir).resolve()), precision, options,
-                                           columns, threads),
+        RayPredictor, fn_constructor_args=(str(Path(model_dir).resolve()), precision, max_chunks,
+                                           options, columns, threads),
         batch_size=256, concurrency=workers, num_cpus=actor_cpus, batch_format="numpy")
     # Writing runs the pipeline; counting afterwards would run it a second time.
     if output.endswith(".parquet"):

@@ -61,6 +61,7 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str) -> dict:
               "model": {"micro_f1": ours["micro_f1"], "macro_f1": ours["macro_f1"]},
               "training_seconds": metrics["training_seconds"], "pooling": {}}
     clf = load_classifier(fold_dir / "model")
+    trained = next(t for t in clf.tasks if t.name == task)  # with its tuned thresholds
     test = parts["test"]
     encoded = clf.encode([e.text for e in test])
     for pooling in ("mean", "max"):
@@ -68,8 +69,7 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str) -> dict:
             break  # learned pooling is trained in; nothing to swap
         clf.config.pooling = pooling
         probs = clf.probabilities(encoded)[task]
-        spec = next(t for t in clf.tasks if t.name == task)
-        scores = task_metrics(spec, [e.label for e in test], probs)
+        scores = task_metrics(trained, [e.label for e in test], probs)
         result["pooling"][pooling] = {"micro_f1": scores["micro_f1"],
                                       "macro_f1": scores["macro_f1"]}
     print(f"[{name}] ours micro-F1 {ours['micro_f1']:.4f} macro-F1 {ours['macro_f1']:.4f} | "

@@ -29,17 +29,6 @@ from .bench_infer import bench_articles
 from .metrics import environment
 
 
-def window_batches(clf, texts, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    windows = sorted((w for a in clf.encode(texts) for w in a.windows), key=len)
-    batches = []
-    for start in range(0, len(windows), batch_size):
-        pad = clf.tokenizer.pad({"input_ids": windows[start:start + batch_size]},
-                                pad_to_multiple_of=16, return_tensors="np")
-        batches.append((pad["input_ids"].astype(np.int64),
-                        pad["attention_mask"].astype(np.int64)))
-    return batches
-
-
 def export(network, folder: Path) -> dict[str, Path]:
     """fp32 ONNX of `embed_chunks`, its fused form, and the fused form in int8."""
     import onnx
@@ -95,7 +84,9 @@ def main(argv=None) -> int:
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     clf = load_classifier(args.model, precision="fp32")
     texts = bench_articles(args.articles)
-    batches = window_batches(clf, texts, args.batch_size)
+    # The very batches `ArticleClassifier.logits` feeds the encoder.
+    batches = [(b["input_ids"].numpy(), b["attention_mask"].numpy())
+               for _, b in clf.window_batches(clf.encode(texts), args.batch_size)]
     paths = export(clf.network, out / "onnx")
 
     def torch_encoder(bf16: bool):

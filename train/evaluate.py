@@ -43,9 +43,7 @@ def main(argv=None) -> int:
                         help="pool the window logits this way instead of the trained way")
     args = parser.parse_args(argv)
     try:
-        clf = load_classifier(args.model, precision=args.precision)
-        if args.max_chunks:
-            clf.config.max_chunks = args.max_chunks
+        clf = load_classifier(args.model, precision=args.precision, max_chunks=args.max_chunks)
         if args.pooling:
             if clf.config.pooling == "attention":
                 raise ValueError("--pooling cannot replace a learned attention pooling")
