@@ -41,6 +41,7 @@ def bbc_texts(limit: int = 200) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT and a WordPiece tokenizer trained on BBC text."""
+    import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -61,6 +62,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
     config = BertConfig(vocab_size=wordpiece.get_vocab_size(), hidden_size=32,
                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                         max_position_embeddings=512)
+    torch.manual_seed(0)  # the same random encoder in every session, whatever ran before
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -78,7 +80,7 @@ def write_keyword_jsonl(path: Path, n: int = 120, seed: int = 0) -> Path:
         for i in range(n):
             label = "sport" if i % 2 else "business"
             tokens = [rng.choice(words[label].split() if rng.random() < 0.5 else filler)
-                      for _ in range(rng.randint(20, 120))]
+                      for _ in range(rng.randint(8, 120))]
             handle.write(json.dumps({"id": f"a{i}", "title": f"Story {i}",
                                      "text": " ".join(tokens), "label": label}) + "\n")
     return path
