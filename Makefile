@@ -1,9 +1,16 @@
 # One entry point for the usual jobs. Every target bootstraps .venv first:
-# a CPU build of torch (pinned: an unpinned torch pulls a CUDA build of several GB),
-# then this project in editable mode with its dev extras and the optional Ray engine
-# (the test suite checks it against the local engine).
+# torch, pinned, from TORCH_INDEX (by default PyTorch's CPU-only wheels: on Linux the
+# torch on PyPI is a CUDA build of several GB), then this project in editable mode with
+# its dev extras and the optional Ray engine (the test suite checks it against the
+# local engine).
+#   make install                                                  # CPU build
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cu128  # a CUDA 12.8 build
+#   make install TORCH_INDEX=                                     # pip's own sources only
+# The index is an *extra* index: a torch that pip's configured sources already hold
+# (a local wheel of the same version, say) is used as well.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -16,7 +23,8 @@ MODEL ?= runs/bbc_topic/model
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet --no-deps $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(PY) -m pip install --quiet "$(TORCH)"  # torch's own dependencies, from pip's usual sources
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
@@ -34,8 +42,9 @@ test-fast: $(STAMP)
 bench-topic: $(STAMP)
 	$(PY) -m train.bench_topic --config $(CONFIG)
 
-# Needs a trained model: `make train` (or bench-topic) first.
+# Needs a trained model at $(MODEL): `make train` (or bench-topic) first.
 bench-infer: $(STAMP)
+	@test -f $(MODEL)/config.json || { echo "no model at $(MODEL): run make train first (or MODEL=path)"; exit 2; }
 	$(PY) -m train.bench_infer --model $(MODEL) --config $(CONFIG)
 
 # Framing benchmarks (need ../shared/data or ARTICLE_DATA_DIR); about an hour each on 2 CPUs.

@@ -79,7 +79,6 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
             "encoder_config": network.encoder.config.to_dict(),
             "tasks": [asdict(t) for t in network.tasks],
             "metrics": metrics or {},
-            "inference": {"supported_precisions": ["fp32", "bf16", "int8"]},
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(document, indent=2, default=str))
         save_model(network, str(tmp / WEIGHTS_NAME))
@@ -181,6 +180,13 @@ def model_card(network: ArticleClassifierNetwork, metrics: dict, extra: str = ""
               "articles.jsonl --output predictions.jsonl", "```", ""]
     if metrics:
         lines += ["## Evaluation", ""]
+        if "test_precision" in metrics:
+            paths = ", ".join(metrics.get("test_by_precision", {})) or metrics["test_precision"]
+            lines += [f"`test.*` was measured in {metrics['test_precision']} on "
+                      f"{metrics.get('test_device', 'cpu')}; `test_by_precision.*` repeats "
+                      f"the headline scores for each path measured ({paths}). "
+                      "`precision=auto` serves bf16 where the device runs it natively, "
+                      "else fp32 on a CPU and fp16 on a GPU.", ""]
         for key, value in _flat_numbers(metrics):
             lines.append(f"- {key}: {value:.4f}" if isinstance(value, float)
                          else f"- {key}: {value}")

@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-column", default="text")
     p.add_argument("--id-column", default="id")
     p.add_argument("--title-column", default="title")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
-    p.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
+    add_device_options(p)
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept pickle weights (.bin/.pt); only for files you trust")
     p.add_argument("--keep", action="append", default=[], metavar="FIELD",
@@ -51,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="ray: Ray Data over a cluster (RAY_ADDRESS) or local cores; the "
                         "output is then a folder of JSONL shards (or Parquet for *.parquet)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors (each loads the model)")
+    p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
+                   help="GPUs each Ray actor asks for (e.g. 1, or 0.5 to share one)")
     p.set_defaults(handler=run_predict)
 
     q = commands.add_parser("profile", help="per-source framing profile of predictions")
@@ -64,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: this machine only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
-    s.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
+    add_device_options(s)
     s.add_argument("--max-batch-articles", type=int, default=64,
                    help="articles per forward pass across concurrent requests")
     s.add_argument("--batch-wait-ms", type=float, default=5.0,
                    help="how long a request waits to share a forward pass")
     s.add_argument("--max-articles", type=int, default=256, help="articles per request")
     s.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
+    s.add_argument("--max-queue", type=int, default=2048,
+                   help="articles that may wait for a forward pass; beyond, 503")
     s.set_defaults(handler=run_serve)
     args = parser.parse_args(argv)
     try:
@@ -81,25 +83,45 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def add_device_options(parser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (a CUDA GPU where there is one, else the CPU), cpu, cuda "
+                             "or cuda:N")
+    parser.add_argument("--precision", default="auto",
+                        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                        help="auto: bf16 where the device runs it natively, else fp32 on a "
+                             "CPU and fp16 on a GPU; int8 is CPU only and its scores shift "
+                             "slightly with the other articles of a batch")
+    parser.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
+
+
 def run_predict(args) -> int:
     if args.engine == "ray":
         from .ray_engine import predict_with_ray
 
+        if args.resume:
+            raise ValueError("--resume works with --engine local only: Ray writes its output "
+                             "as shards in whatever order blocks finish; write to a new "
+                             "folder instead")
         predict_with_ray(args.model, args.input, args.output, workers=args.workers,
-                         precision=args.precision, batch_size=args.batch_size,
+                         precision=args.precision, device=args.device,
+                         gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size,
                          threshold=args.threshold, top_k=args.top_k,
                          text_column=args.text_column, id_column=args.id_column,
-                         title_column=args.title_column, max_chunks=args.max_chunks)
-        print(f"wrote the predictions to {args.output}/ with Ray", file=sys.stderr)
+                         title_column=args.title_column, max_chunks=args.max_chunks,
+                         keep=args.keep, allow_pickle=args.allow_pickle)
+        print(f"wrote the predictions to {args.output} with Ray", file=sys.stderr)
         return 0
+    if args.gpus_per_worker:
+        raise ValueError("--gpus-per-worker is for --engine ray; use --device here")
     output, source = Path(args.output), Path(args.input)
     if output.resolve() == source.resolve():
         raise ValueError("--output must not be the input file")
     total = count_inputs(source)
     done = completed_lines(output) if args.resume else 0
     check_writable(output, (total or 0) - done)
-    clf = load_classifier(args.model, precision=args.precision, allow_pickle=args.allow_pickle,
-                          max_chunks=args.max_chunks)
+    clf = load_classifier(args.model, precision=args.precision, device=args.device,
+                          allow_pickle=args.allow_pickle, max_chunks=args.max_chunks)
     records = islice(iter_articles(source, args.text_column, args.id_column,
                                    args.title_column), done, None)
     n_errors = n_written = 0
@@ -181,8 +203,9 @@ def run_serve(args) -> int:
 
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_articles=args.max_articles,
                            max_batch_articles=args.max_batch_articles,
-                           batch_wait_ms=args.batch_wait_ms)
-    serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks)
+                           batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+    serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks,
+          args.device)
     return 0
 
 

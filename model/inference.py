@@ -19,38 +19,63 @@ from .artifact import load_artifact
 from .config import MULTI_LABEL, ModelConfig, TaskSpec
 from .text import EncodedArticle, chunk_articles, clean_text
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
-def native_bf16() -> bool:
-    """Whether this machine runs bf16 matrix work natively (CUDA bf16, AVX512-BF16, AMX)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`auto` (or None) is the first CUDA GPU where there is one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but torch sees no CUDA GPU "
+                         f"(torch {torch.__version__}); use --device cpu")
+    return device
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether `device` runs bf16 matrix work natively.
+
+    CPUs: AVX512-BF16 or AMX (elsewhere torch emulates bf16, slower than fp32). CUDA:
+    compute capability 8.0 (Ampere) or newer; `torch.cuda.is_bf16_supported()` also
+    says yes on older GPUs that only emulate it.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
+        return False
     cpu = getattr(torch, "cpu", None)
     return any(getattr(cpu, name, lambda: False)() for name in
                ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-# The order `auto` tries the fast paths in, fastest first as measured by
-# `make bench-infer` (BENCHMARKS.md); each is taken only where the hardware has it.
-AUTO_ORDER = ("bf16", "int8", "fp32")
+def auto_precision(device: str | torch.device) -> str:
+    """What `auto` runs on `device`: bf16 where it is native; else fp16 on a GPU and fp32
+    on a CPU. Never int8: dynamic quantization scales activations per batch, so an
+    article's scores would depend on which articles share its batch."""
+    device = torch.device(device)
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
 
 
-def resolve_precision(requested: str | None, document: dict | None = None) -> str:
-    """`auto` (or None) takes the first of AUTO_ORDER that the artifact supports and this
-    machine runs well: bf16 only with native support, int8 only on the CPU."""
-    if requested not in (None, "auto"):
-        return requested
-    supported = (document or {}).get("inference", {}).get("supported_precisions", ["fp32"])
-    for precision in AUTO_ORDER:
-        if precision not in supported:
-            continue
-        if precision == "bf16" and not native_bf16():
-            continue
-        if precision == "int8" and torch.cuda.is_available():
-            continue
-        return precision
-    return "fp32"
+def resolve_precision(requested: str | None, device: str | torch.device = "cpu") -> str:
+    """The precision to run on `device`: `auto` (or None) as `auto_precision` decides; an
+    explicit one is checked against the device."""
+    device = torch.device(device)
+    if requested in (None, "auto"):
+        return auto_precision(device)
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {requested!r}")
+    if requested == "int8" and device.type != "cpu":
+        raise ValueError("int8 (dynamic quantization) runs on the CPU only")
+    if requested == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 runs on CUDA GPUs only; on a CPU use bf16 or fp32")
+    return requested
 
 
 class ArticleClassifier:
@@ -62,19 +87,16 @@ class ArticleClassifier:
 
     def __init__(self, network, tokenizer, metadata: dict | None = None,
                  precision: str = "fp32", device: str | torch.device | None = None):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.network = network
         self.tokenizer = tokenizer
         self.metadata = metadata or {}
-        self.precision = precision
         if device is not None:
-            self.network.to(torch.device(device))
-        if precision == "int8":
-            if self.device.type != "cpu":
-                raise ValueError("int8 (dynamic quantization) runs on the CPU only")
+            self.network.to(resolve_device(device))
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "int8":
             # Weights of every Linear layer of the encoder become int8; activations are
-            # quantized on the fly. The heads stay in fp32.
+            # quantized on the fly with one scale per batch, so scores shift slightly
+            # with an article's batch neighbours: opt-in only, never chosen by `auto`.
             self.network.encoder = torch.ao.quantization.quantize_dynamic(
                 self.network.encoder, {torch.nn.Linear}, dtype=torch.qint8)
 
@@ -134,8 +156,8 @@ class ArticleClassifier:
         chunk_article = torch.tensor([a for a, art in enumerate(encoded) for _ in art.windows],
                                      dtype=torch.long)
         embeddings = torch.zeros((len(chunk_article), self.network.encoder.config.hidden_size))
-        autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
-                    if self.precision == "bf16" else nullcontext())
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        autocast = torch.autocast(device.type, dtype=half) if half else nullcontext()
         with autocast:
             for rows, batch in self.window_batches(encoded, batch_size):
                 emb = self.network.embed_chunks(batch["input_ids"].to(device),
@@ -197,15 +219,28 @@ class ArticleClassifier:
 def decide_labels(task: TaskSpec, probs: np.ndarray, threshold: float | None = None,
                   top_k: int | None = None, at_least_one: bool = True) -> list[str]:
     """The labels of a multi-label task that an article gets, best first."""
-    order = [int(i) for i in np.argsort(-probs)]
+    order = [int(i) for i in np.argsort(-probs, kind="stable")]
     if top_k is not None:
-        chosen = order[:top_k]
-    else:
-        cut = [threshold] * len(task.labels) if threshold is not None else task.thresholds
-        chosen = [i for i in order if probs[i] >= cut[i]]
-        if not chosen and at_least_one:
-            chosen = order[:1]
-    return [task.labels[i] for i in chosen]
+        return [task.labels[i] for i in order[:top_k]]
+    cut = [threshold] * len(task.labels) if threshold is not None else task.thresholds
+    chosen = decide(probs[None, :], cut, at_least_one)[0]
+    return [task.labels[i] for i in order if chosen[i]]
+
+
+def decide(probs: np.ndarray, thresholds, at_least_one: bool = True) -> np.ndarray:
+    """The multi-label decision rule, for a matrix of articles x labels.
+
+    A label is given when its probability reaches its threshold; an article that gets
+    no label that way gets its most probable one, unless `at_least_one` is off. Serving,
+    evaluation and threshold tuning all decide through this one function, so thresholds
+    are tuned under the rule that is applied.
+    """
+    probs = np.asarray(probs)
+    chosen = probs >= np.asarray(thresholds, dtype=probs.dtype)
+    if at_least_one and len(probs):
+        empty = ~chosen.any(axis=1)
+        chosen[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+    return chosen
 
 
 def check_text(text, index: int) -> None:
@@ -217,34 +252,40 @@ def check_text(text, index: int) -> None:
 
 
 def load_classifier(path: str | os.PathLike, precision: str = "auto",
-                    device: str | None = None, allow_pickle: bool = False,
+                    device: str | None = "auto", allow_pickle: bool = False,
                     max_chunks: int | None = None) -> ArticleClassifier:
     """Load an artifact folder written by training (`runs/<job>/model`).
 
-    `precision`: `fp32`, `bf16` (autocast), `int8` (dynamic quantization, CPU), or
-    `auto`: the fast path the artifact records as its default, where this machine has it.
-    `max_chunks`: read at most this many windows of an article (spread over its length)
-    instead of the artifact's own limit: less work on long articles, at some accuracy
-    (BENCHMARKS.md measures how much).
+    `device`: `auto` (a CUDA GPU where there is one, else the CPU), `cpu`, `cuda`,
+    `cuda:N`. `precision`: `fp32`; `bf16` or `fp16` (autocast; fp16 on GPUs only); `int8`
+    (dynamic quantization, CPU only; its scores depend slightly on the other articles of
+    a batch); or `auto`: bf16 where the device runs it natively, else fp16 on a GPU and
+    fp32 on a CPU. `max_chunks`: read at most this many windows of an article (spread
+    over its length) instead of the artifact's own limit: less work on long articles, at
+    some accuracy (BENCHMARKS.md measures how much).
     """
     if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
         raise ValueError(f"max_chunks must be a whole number >= 1, got {max_chunks!r}")
+    device = resolve_device(device)
+    resolve_precision(precision, device)  # refuse a bad combination before loading
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
     if max_chunks is not None:
         network.model_config.max_chunks = max_chunks
-    return ArticleClassifier(network, tokenizer, document,
-                             precision=resolve_precision(precision, document),
-                             device=device or "cpu")
+    return ArticleClassifier(network, tokenizer, document, precision=precision, device=device)
 
 
 _LOADED: dict[tuple, ArticleClassifier] = {}
 
 
 def predict(texts, model: str | os.PathLike, **kwargs):
-    """`load_classifier(model).predict(texts, **kwargs)`, keeping loaded models cached."""
-    precision = kwargs.pop("precision", "auto")
-    max_chunks = kwargs.pop("max_chunks", None)
-    key = (str(Path(model).resolve()), precision, max_chunks)
+    """`load_classifier(model).predict(texts, **kwargs)`, keeping loaded models cached.
+
+    `precision`, `device` and `max_chunks` go to `load_classifier`; the rest to
+    `ArticleClassifier.predict`.
+    """
+    options = {name: kwargs.pop(name) for name in ("precision", "device", "max_chunks")
+               if name in kwargs}
+    key = (str(Path(model).resolve()), *sorted(options.items()))
     if key not in _LOADED:
-        _LOADED[key] = load_classifier(model, precision=precision, max_chunks=max_chunks)
+        _LOADED[key] = load_classifier(model, **options)
     return _LOADED[key].predict(texts, **kwargs)

@@ -105,6 +105,8 @@ def iter_articles(path: str | Path, text_column: str = "text", id_column: str = 
         files = sorted(p for p in path.rglob("*.txt") if p.is_file())
         for file in files:
             text, error = read_text_file(file)
+            if error is None:
+                text, error = record_text({"text": text})
             yield InputRecord(str(file.relative_to(path).with_suffix("")), text, str(file),
                               error=error)
         return
@@ -121,21 +123,31 @@ def iter_articles(path: str | Path, text_column: str = "text", id_column: str = 
         where = f"{path}:{number}"
         record_id = str(row[id_column]) if row and row.get(id_column) not in (None, "") \
             else str(number)
+        text = None
         if error is None:
-            text, error = _article_text(row, text_column, title_column)
-        else:
-            text = None
+            text, error = record_text(row, text_column, title_column)
         yield InputRecord(record_id, text, where, row or {}, error)
 
 
-def _article_text(row: dict, text_column: str, title_column: str):
-    text = row.get(text_column)
-    if text is None:
-        return None, f"no {text_column!r} field"
-    if not isinstance(text, str):
-        return None, f"{text_column!r} is {type(text).__name__}, expected a string"
-    title = row.get(title_column)
-    text = join_title(title if isinstance(title, str) else None, text)
+def record_text(record: dict, text_field: str = "text",
+                title_field: str | None = "title") -> tuple[str | None, str | None]:
+    """`(text, error)`: the article text of one record, or why it has none.
+
+    The one rule for turning a record into the text a model reads, used by training,
+    batch prediction, the service and the Ray engine alike: the title (when there is
+    one and the body does not already open with it) is read first, then the body; a
+    record may be a headline alone; a field of the wrong type, a record with neither
+    field, and a text of only whitespace are errors that name the problem.
+    """
+    text = record.get(text_field)
+    title = record.get(title_field) if title_field else None
+    for name, value in ((text_field, text), (title_field, title)):
+        if value is not None and not isinstance(value, str):
+            return None, f"{name!r} is {type(value).__name__}, expected a string"
+    if text is None and title is None:
+        fields = f"{text_field!r}" + (f" or {title_field!r}" if title_field else "")
+        return None, f"no {fields} field"
+    text = join_title(title, text) if text else title or ""
     if not text.strip():
         return None, "empty text"
     return text, None

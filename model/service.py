@@ -21,12 +21,12 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from .inference import ArticleClassifier, load_classifier
-from .text import join_title
+from .inputs import record_text
 
 
 @dataclass
@@ -42,13 +42,15 @@ class ServiceLimits:
 
 
 class Article(BaseModel):
+    """One article: its `text`, `title`, or both (read as batch prediction reads them)."""
+
     id: str | int | None = None
     title: str | None = None
-    text: str = Field(min_length=1)
+    text: str | None = None
 
 
 class PredictRequest(BaseModel):
-    """One article (`text`, optional `title`) or a batch (`articles`)."""
+    """One article (`text` and/or `title`) or a batch (`articles`)."""
 
     text: str | None = None
     title: str | None = None
@@ -58,15 +60,25 @@ class PredictRequest(BaseModel):
 
     @model_validator(mode="after")
     def one_kind(self):
-        if (self.text is None) == (self.articles is None):
-            raise ValueError("give either 'text' or 'articles'")
+        single = self.text is not None or self.title is not None
+        if single == (self.articles is not None):
+            raise ValueError("give either 'text' (with an optional 'title') or 'articles'")
         if self.articles is not None and not self.articles:
             raise ValueError("'articles' is empty")
         return self
 
 
+class BatcherDown(RuntimeError):
+    """The micro-batcher stopped, so no request can be answered."""
+
+
 class MicroBatcher:
-    """Gathers articles from concurrent requests into shared forward passes."""
+    """Gathers articles from concurrent requests into shared forward passes.
+
+    If its task ever ends (a bug, a cancelled task), every waiting request is failed at
+    once, new requests are refused with 503, and `/health` reports the failure, so
+    nothing waits for an answer that cannot come.
+    """
 
     def __init__(self, clf: ArticleClassifier, limits: ServiceLimits):
         self.clf = clf
@@ -79,12 +91,34 @@ class MicroBatcher:
 
     def start(self):
         self.task = asyncio.create_task(self.run())
+        self.task.add_done_callback(self._stopped)
 
     async def stop(self):
         if self.task:
             self.task.cancel()
 
+    def failure(self) -> str | None:
+        """Why the batcher cannot serve, or None while it runs."""
+        if self.task is None:
+            return "the micro-batcher has not started"
+        if not self.task.done():
+            return None
+        if self.task.cancelled():
+            return "the micro-batcher was cancelled"
+        return f"the micro-batcher stopped: {self.task.exception()!r}"
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        reason = self.failure() or "the micro-batcher stopped"
+        while not self.queue.empty():
+            texts, _, future = self.queue.get_nowait()
+            self.waiting -= len(texts)
+            if not future.done():
+                future.set_exception(BatcherDown(reason))
+
     async def predict(self, texts: list[str], options: dict) -> list[dict]:
+        reason = self.failure()
+        if reason:
+            raise BatcherDown(reason)
         if self.waiting + len(texts) > self.limits.max_queue:
             raise HTTPException(503, "the service is at capacity; retry shortly",
                                 headers={"Retry-After": "1"})
@@ -122,10 +156,13 @@ class MicroBatcher:
             try:
                 out = await loop.run_in_executor(
                     None, functools.partial(self.clf.predict, texts, **dict(options)))
-            except Exception as err:  # noqa: BLE001 - handed to each waiting request
+            except BaseException as err:  # noqa: BLE001 - handed to each waiting request
                 for job in group:
                     if not job[2].done():  # a client that left has cancelled its future
-                        job[2].set_exception(err)
+                        job[2].set_exception(err if isinstance(err, Exception)
+                                             else BatcherDown("the micro-batcher stopped"))
+                if not isinstance(err, Exception):
+                    raise  # cancellation: the batcher is going down
                 continue
             finally:
                 self.waiting -= len(texts)
@@ -138,10 +175,56 @@ class MicroBatcher:
                 start += len(job[0])
 
 
+class BodyLimit:
+    """ASGI middleware that refuses request bodies over `max_bytes` with 413.
+
+    A declared `Content-Length` over the limit is refused before anything is read; a
+    body without one (`Transfer-Encoding: chunked`) is counted while it is read, and
+    what was read is handed on to the application unchanged.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break  # the client went away; the application sees that too
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        replay = iter(messages)
+
+        async def replayed():
+            return next(replay, None) or await receive()
+
+        return await self.app(scope, replayed, send)
+
+    async def _too_large(self, scope, receive, send):
+        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"},
+                                status_code=413)
+        await response(scope, receive, send)
+
+
 def create_app(model_dir: str, precision: str = "auto",
-               limits: ServiceLimits | None = None, max_chunks: int | None = None) -> FastAPI:
+               limits: ServiceLimits | None = None, max_chunks: int | None = None,
+               device: str = "auto") -> FastAPI:
     limits = limits or ServiceLimits()
-    clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks)
+    clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks, device=device)
     batcher = MicroBatcher(clf, limits)
 
     @asynccontextmanager
@@ -152,30 +235,24 @@ def create_app(model_dir: str, precision: str = "auto",
 
     app = FastAPI(title="article-classifier", lifespan=lifespan,
                   description="Topic and framing predictions for news articles.")
+    app.state.batcher = batcher
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        too_large = JSONResponse({"detail": f"request body over {limits.max_body_bytes} "
-                                            "bytes"}, status_code=413)
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > limits.max_body_bytes:
-                return too_large
-        elif request.method == "POST":
-            # No declared length (chunked upload): count while reading, stop at the cap.
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limits.max_body_bytes:
-                    return too_large
-        return await call_next(request)
+    @app.exception_handler(BatcherDown)
+    async def batcher_down(request, err):
+        return JSONResponse({"detail": f"the service cannot predict: {err}"}, status_code=503)
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": str(model_dir), "precision": clf.precision,
-                "max_chunks": clf.config.max_chunks,
-                "queued_articles": batcher.waiting, "forward_passes": batcher.passes,
-                "articles_served": batcher.articles_served}
+        state = {"model": str(model_dir), "precision": clf.precision,
+                 "device": str(clf.device), "max_chunks": clf.config.max_chunks,
+                 "queued_articles": batcher.waiting, "forward_passes": batcher.passes,
+                 "articles_served": batcher.articles_served}
+        reason = batcher.failure()
+        if reason:
+            return JSONResponse({"status": "failing", "reason": reason, **state},
+                                status_code=503)
+        return {"status": "ok", **state}
 
     @app.get("/metadata")
     async def metadata():
@@ -187,24 +264,26 @@ def create_app(model_dir: str, precision: str = "auto",
     @app.post("/predict")
     async def predict(body: PredictRequest):
         started = time.perf_counter()
-        if body.text is not None:
-            items = [(None, join_title(body.title, body.text))]
+        if body.articles is None:
+            records = [("", None, {"text": body.text, "title": body.title})]
         else:
             if len(body.articles) > limits.max_articles:
                 raise HTTPException(422, f"'articles' has {len(body.articles)} items; at most "
                                          f"{limits.max_articles} per request")
-            items = [(a.id, join_title(a.title, a.text)) for a in body.articles]
-        for i, (_, text) in enumerate(items):
-            where = "text" if body.text is not None else f"articles[{i}].text"
-            if not text.strip():
-                raise HTTPException(422, f"{where}: empty text")
-            if len(text) > limits.max_article_chars:
-                raise HTTPException(422, f"{where}: {len(text)} characters; at most "
-                                         f"{limits.max_article_chars}")
+            records = [(f"articles[{i}].", a.id, {"text": a.text, "title": a.title})
+                       for i, a in enumerate(body.articles)]
+        items = []
+        for where, rid, record in records:
+            text, error = record_text(record)
+            if error is None and len(text) > limits.max_article_chars:
+                error = f"{len(text)} characters; at most {limits.max_article_chars}"
+            if error is not None:
+                raise HTTPException(422, f"{where}text: {error}")
+            items.append((rid, text))
         options = {"threshold": body.threshold, "top_k": body.top_k}
         outputs = await batcher.predict([t for _, t in items], options)
         took = round((time.perf_counter() - started) * 1000, 2)
-        if body.text is not None:
+        if body.articles is None:
             return {**outputs[0], "took_ms": took}
         return {"predictions": [{"id": i, **o} for (i, _), o in zip(items, outputs)],
                 "took_ms": took}
@@ -213,8 +292,9 @@ def create_app(model_dir: str, precision: str = "auto",
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: str = "auto",
-          limits: ServiceLimits | None = None, max_chunks: int | None = None) -> None:
+          limits: ServiceLimits | None = None, max_chunks: int | None = None,
+          device: str = "auto") -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_dir, precision, limits, max_chunks), host=host, port=port,
-                log_level="info")
+    uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device), host=host,
+                port=port, log_level="info")

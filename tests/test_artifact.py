@@ -26,8 +26,16 @@ def test_artifact_records_everything_inference_needs(keyword_run):
     assert doc["model"]["max_length"] == 64 and doc["model"]["pooling"] == "mean"
     assert doc["encoder_config"]["hidden_size"] == 32
     assert "accuracy" in doc["metrics"]["test"]["topic"]
+    # The reported figures say which path they belong to; the path `auto` serves on the
+    # training machine is measured too when it is not fp32.
+    assert doc["metrics"]["test_precision"] == "fp32"
+    by_precision = doc["metrics"]["test_by_precision"]
+    assert by_precision["fp32"]["topic"]["accuracy"] == doc["metrics"]["test"]["topic"]["accuracy"]
+    from model.inference import auto_precision
+
+    assert set(by_precision) == {"fp32", auto_precision("cpu")}
     card = (keyword_run / "model" / "README.md").read_text()
-    assert "topic" in card and "accuracy" in card
+    assert "topic" in card and "accuracy" in card and "measured in fp32" in card
     assert not list((keyword_run / "model").glob("*.bin"))
 
 
@@ -59,12 +67,12 @@ def test_newer_format_is_refused(artifact_copy):
 
 
 def test_pickle_weights_need_an_explicit_flag(artifact_copy):
-    clf = load_classifier(artifact_copy)
+    clf = load_classifier(artifact_copy, precision="fp32")
     (artifact_copy / "model.safetensors").unlink()
     torch.save(clf.network.state_dict(), artifact_copy / "pytorch_model.bin")
     with pytest.raises(ArtifactError, match="pickle weights are refused"):
         load_classifier(artifact_copy)
-    trusted = load_classifier(artifact_copy, allow_pickle=True)
+    trusted = load_classifier(artifact_copy, precision="fp32", allow_pickle=True)
     assert trusted.predict("goal") == clf.predict("goal")
 
 

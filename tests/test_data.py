@@ -158,3 +158,23 @@ def test_overrides_and_unknown_keys(tmp_path):
         apply_override({"tasks": [{}]}, "tasks.3.name=x")
     with pytest.raises(ValueError, match="key=value"):
         apply_override({}, "training.epochs")
+
+
+def test_cv_folds_are_refused_when_records_carry_their_split(tmp_path):
+    rows = [{"id": i, "text": f"text {i}", "label": "ab"[i % 2],
+             "split": "test" if i < 10 else "train"} for i in range(40)]
+    src = write_jsonl(tmp_path / "s.jsonl", rows)
+    data = load_task(task("jsonl", src, split_field="split"), DataConfig())
+    with pytest.raises(DataError, match="cv_folds is set, but the records carry their own"):
+        split_examples(data.examples, data.labels, "single_label", DataConfig(cv_folds=5))
+    parts = split_examples(data.examples, data.labels, "single_label", DataConfig())
+    assert len(parts["test"]) == 10
+
+
+def test_cv_folds_partition_the_data(tmp_path):
+    rows = [{"id": i, "text": f"text {i}", "label": "ab"[i % 2]} for i in range(50)]
+    data = load_task(task("jsonl", write_jsonl(tmp_path / "c.jsonl", rows)), DataConfig())
+    tests = [split_examples(data.examples, data.labels, "single_label",
+                            DataConfig(cv_folds=5, cv_fold=k))["test"] for k in range(5)]
+    ids = [e.id for fold in tests for e in fold]
+    assert sorted(ids, key=int) == [str(i) for i in range(50)]  # each article tested once

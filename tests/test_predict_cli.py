@@ -134,3 +134,93 @@ def test_max_chunks_caps_the_windows_read(trained_run, tmp_path):
                        "--max-chunks", "0", check=False)
     assert proc.returncode == 2 and "max_chunks must be" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_empty_and_unreadable_text_files_get_error_lines(trained_run, tmp_path):
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    (folder / "a.txt").write_text("The chancellor set out the budget.")
+    (folder / "b.txt").write_text("")
+    (folder / "c.txt").write_text("  \n\n ")
+    (folder / "d.txt").write_bytes(b"bad \xff byte")
+    (folder / "e.txt").write_text("The striker scored twice.")
+    out = tmp_path / "o.jsonl"
+    proc = predict_cli(str(trained_run / "model"), str(folder), "-o", str(out))
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == ["a", "b", "c", "d", "e"]
+    assert "topic" in rows[0] and "topic" in rows[4]
+    assert rows[1]["error"] == rows[2]["error"] == "empty text"
+    assert rows[1]["where"].endswith("b.txt") and "UTF-8" in rows[3]["error"]
+    assert "3 records with errors" in proc.stderr
+
+
+def test_a_record_reads_the_same_in_training_and_prediction(trained_run, tmp_path):
+    """One rule (`record_text`): a headline alone is an article everywhere; a record
+    with neither a text nor a title, or a title of the wrong type, is the same error
+    everywhere."""
+    from model import load_classifier
+    from train.config import DataConfig
+    from train.data import load_task
+
+    from .test_data import task, write_jsonl
+
+    rows = [{"id": "h", "title": "Chancellor outlines the budget", "label": "business"},
+            {"id": "t", "title": "Cup final", "text": "The team won.", "label": "sports"},
+            {"id": "n", "label": "sports"}, {"id": "x", "title": 4, "text": "y", "label": "a"}]
+    src = write_jsonl(tmp_path / "r.jsonl", rows)
+    data = load_task(task("jsonl", src), DataConfig())
+    trained = {e.id: e.text for e in data.examples}
+    assert set(trained) == {"h", "t"} and trained["h"] == "Chancellor outlines the budget"
+    refused = [problem for _, problem in data.bad_records]
+    assert refused == ["no 'text' or 'title' field", "'title' is int, expected a string"]
+    out = tmp_path / "o.jsonl"
+    predict_cli(str(trained_run / "model"), str(src), "-o", str(out), "--precision", "fp32")
+    predicted = read_jsonl(out)
+    assert [p.get("error") for p in predicted] == [None, None, *refused]
+    clf = load_classifier(trained_run / "model", precision="fp32")
+    for line in predicted[:2]:
+        expected = clf.predict(trained[line["id"]])
+        assert line["tokens"] == expected["tokens"]
+        assert line["topic"]["probabilities"] == expected["topic"]["probabilities"]
+
+
+def kill_and_resume(model, src, out, extra=()):
+    """Run predict, kill it once some lines are written, then resume it to the end."""
+    import signal
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "model.cli", "predict", str(model), str(src), "-o", str(out),
+           "--precision", "fp32", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out.exists() and out.stat().st_size > 20_000):
+        assert time.time() < deadline and proc.poll() is None, "no partial output"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(out.read_text().splitlines())
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return partial, read_jsonl(out)
+
+
+def test_resume_csv_and_folder_inputs(trained_run, tmp_path):
+    n = 1500
+    src = tmp_path / "in.csv"
+    with open(src, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text"])
+        for i in range(n):
+            writer.writerow([f"c{i}", "" if i == 700 else f"shares market goal {i}"])
+    partial, rows = kill_and_resume(trained_run / "model", src, tmp_path / "csv.jsonl")
+    assert 0 < partial < n
+    assert [r["id"] for r in rows] == [f"c{i}" for i in range(n)]
+    assert rows[700]["error"] == "empty text" and rows[700]["where"].endswith("in.csv:702")
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"{i:05d}.txt").write_text(f"bank profit team {i}")
+    partial, rows = kill_and_resume(trained_run / "model", folder, tmp_path / "dir.jsonl")
+    assert 0 < partial < n
+    assert [r["id"] for r in rows] == [f"{i:05d}" for i in range(n)]

@@ -57,7 +57,8 @@ def test_concurrent_requests_share_forward_passes(server):
 
 @pytest.mark.parametrize("body,field", [
     ({"text": 5}, "text"),
-    ({"articles": [{"id": "x"}]}, "text"),
+    ({"articles": [{"id": "x", "text": ["a"]}]}, "text"),
+    ({"articles": [{"id": "x", "title": 3}]}, "title"),
     ({"articles": "nope"}, "articles"),
     ({"text": "x", "top_k": 0}, "top_k"),
 ])
@@ -80,11 +81,44 @@ def test_other_bad_requests(server):
     assert status == 413
 
 
-def test_chunked_upload_over_the_limit_is_413(server):
-    conn = http.client.HTTPConnection("127.0.0.1", int(server), timeout=60)
-    body = json.dumps({"text": "word " * 5000}).encode()
-    conn.request("POST", "/predict", body=iter([body[:10000], body[10000:]]),
+def test_records_are_read_as_batch_prediction_reads_them(server, keyword_run):
+    """Title-only articles are articles; a record with neither field is named."""
+    clf = load_classifier(keyword_run / "model")
+    status, out = request(server, "POST", "/predict", {"articles": [
+        {"id": "t", "title": "striker goal cup team"}, {"id": "b", "title": "Bank",
+                                                         "text": "shares profit"}]})
+    assert status == 200
+    expected = clf.predict(["striker goal cup team", "Bank\n\nshares profit"])
+    for got, want in zip(out["predictions"], expected):
+        assert got["topic"]["probabilities"] == pytest.approx(want["topic"]["probabilities"],
+                                                              abs=1e-4)
+    status, single = request(server, "POST", "/predict", {"title": "striker goal cup team"})
+    assert status == 200 and single["topic"]["label"] == "sport"
+    assert request(server, "POST", "/predict", {"articles": [{"id": "x"}]}) == (422, {
+        "detail": "articles[0].text: no 'text' or 'title' field"})
+
+
+def chunked_post(port, body: bytes, pieces: int = 4):
+    """POST `body` with Transfer-Encoding: chunked (no Content-Length), as streaming
+    HTTP clients send it."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    size = -(-len(body) // pieces)
+    conn.request("POST", "/predict", body=iter([body[i:i + size]
+                                                for i in range(0, len(body), size)]),
                  headers={"Content-Type": "application/json"}, encode_chunked=True)
     response = conn.getresponse()
-    assert response.status == 413
+    payload = json.loads(response.read())
     conn.close()
+    return response.status, payload
+
+
+def test_chunked_uploads_are_read_and_limited(server):
+    status, out = chunked_post(server, json.dumps(
+        {"text": "the striker scored a goal and the team won the cup " * 20}).encode())
+    assert status == 200 and out["topic"]["label"] == "sport"
+    status, out = chunked_post(server, json.dumps({"articles": [
+        {"id": "a", "text": "bank shares profit"}, {"id": "b", "text": "goal team"}]}).encode())
+    assert status == 200 and [p["topic"]["label"] for p in out["predictions"]] == [
+        "business", "sport"]
+    status, out = chunked_post(server, json.dumps({"text": "word " * 5000}).encode())
+    assert status == 413 and "20000 bytes" in out["detail"]

@@ -21,8 +21,14 @@ def test_run_folder_holds_artifact_metrics_report_and_plot(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     topic = metrics["tasks"]["topic"]
     assert set(topic["per_class"]) == {"business", "entertainment", "politics", "sports", "tech"}
-    assert 0.0 <= topic["accuracy"] <= 1.0 and 0.0 <= topic["macro_f1"] <= 1.0
-    assert sum(sum(row) for row in topic["confusion_matrix"]) == topic["n"]
+    matrix = topic["confusion_matrix"]
+    assert sum(sum(row) for row in matrix) == topic["n"] == 23
+    # The reported accuracy is the confusion matrix's, and the per-class scores too.
+    assert topic["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(5)) / 23)
+    for i, name in enumerate(sorted(topic["per_class"])):
+        assert topic["per_class"][name]["support"] == sum(matrix[i])
+    assert topic["accuracy"] > 0.2  # above chance on five topics after two epochs
+    assert metrics["test_precision"] == "fp32" and "fp32" in metrics["test_by_precision"]
     assert metrics["training_seconds"] > 0
     assert metrics["environment"]["torch"] and metrics["environment"]["cpu_count"] >= 1
     assert (trained_run / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -73,16 +79,6 @@ def test_module_predict_caches_the_model(keyword_run):
     a = predict("market shares", model=keyword_run / "model")
     b = predict(["market shares"], model=str(keyword_run / "model"))
     assert len(_LOADED) == 1 and a == b[0]
-
-
-def test_predict_matches_between_batch_sizes(keyword_run):
-    clf = load_classifier(keyword_run / "model")
-    texts = [f"goal team {'market ' * i}" for i in range(12)]
-    small = clf.predict(texts, batch_size=2)
-    large = clf.predict(texts, batch_size=64)
-    for x, y in zip(small, large):
-        for label, p in x["topic"]["probabilities"].items():
-            assert y["topic"]["probabilities"][label] == pytest.approx(p, abs=1e-4)
 
 
 def test_evaluate_reproduces_the_test_metrics(trained_run, tmp_path, tiny_encoder):

@@ -9,7 +9,8 @@ For every fold the config's model is trained (as `python -m train` does) and the
 (one-vs-rest LinearSVC on TF-IDF word 1-2 grams) is fitted on the same training and
 validation articles and scored on the same test articles. The trained model is also
 scored with each other chunk-pooling rule that needs no retraining (mean / max of the
-chunk logits). Prints a table and writes bench/results/bench_frames_<name>.{md,json}.
+chunk logits), with thresholds retuned on the validation split for each. Prints a table
+and writes bench/results/bench_frames_<name>.{md,json}.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from model.inference import load_classifier
 from .config import load_run_config
 from .data import multi_hot
 from .metrics import environment, task_metrics
-from .run import prepare_data, train
+from .run import prepare_data, train, tune_on_validation
 
 
 def tfidf_svm(train_examples, test_examples, labels) -> dict:
@@ -60,14 +61,16 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str) -> dict:
     result = {"fold": name, "n_test": ours["n"], "baseline": baseline,
               "model": {"micro_f1": ours["micro_f1"], "macro_f1": ours["macro_f1"]},
               "training_seconds": metrics["training_seconds"], "pooling": {}}
-    clf = load_classifier(fold_dir / "model")
-    trained = next(t for t in clf.tasks if t.name == task)  # with its tuned thresholds
+    clf = load_classifier(fold_dir / "model", precision="fp32")
+    trained = next(t for t in clf.tasks if t.name == task)
     test = parts["test"]
     encoded = clf.encode([e.text for e in test])
     for pooling in ("mean", "max"):
         if clf.config.pooling == "attention":
             break  # learned pooling is trained in; nothing to swap
         clf.config.pooling = pooling
+        # Each pooling gets thresholds tuned for its own scores on the validation split.
+        tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size)
         probs = clf.probabilities(encoded)[task]
         scores = task_metrics(trained, [e.label for e in test], probs)
         result["pooling"][pooling] = {"micro_f1": scores["micro_f1"],

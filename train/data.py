@@ -24,8 +24,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from model.config import MULTI_LABEL
-from model.inputs import read_csv, read_jsonl, read_text_file
-from model.text import clean_text, join_title
+from model.inputs import read_csv, read_jsonl, read_text_file, record_text
+from model.text import clean_text
 
 from .config import DataConfig, DatasetConfig, TaskConfig
 
@@ -178,11 +178,10 @@ def _row_from_mapping(where: str, fallback_id: str, row: dict | None, error: str
     if error is not None or row is None:
         return where, fallback_id, None, None, error
     rid = row.get(ds.id_field) if ds.id_field else None
-    text = row.get(ds.text_field)
-    if text is not None and not isinstance(text, str):
-        return where, fallback_id, None, None, f"{ds.text_field!r} is not a string"
-    title = row.get(ds.title_field) if ds.title_field else None
-    text = join_title(title if isinstance(title, str) else None, text or "")
+    text, error = record_text(row, ds.text_field, ds.title_field)
+    if error is not None:
+        return RawRow(where, str(rid) if rid not in (None, "") else fallback_id, None, None,
+                      error)
     meta = {}
     if ds.split_field and row.get(ds.split_field) not in (None, ""):
         meta["split"] = SPLIT_NAMES.get(str(row[ds.split_field]).lower(), row[ds.split_field])
@@ -300,6 +299,11 @@ def split_examples(examples: list[Example], labels: list[str], task_type: str,
     """
     multi = task_type == MULTI_LABEL
     if any("split" in e.meta for e in examples):
+        if data.cv_folds:
+            raise DataError("data.cv_folds is set, but the records carry their own split (a "
+                            "published fold or a split column), so every fold would be the "
+                            "same; unset data.cv_folds, or choose the published fold instead "
+                            "(dataset.fold)")
         parts = {name: [e for e in examples if e.meta.get("split") == name]
                  for name in ("train", "validation", "test")}
         unknown = {e.meta.get("split") for e in examples} - set(parts)

@@ -3,7 +3,8 @@
     python -m train.evaluate --model runs/bbc_topic/model --config configs/bbc_topic.yaml
     python -m train.evaluate --model DIR --config configs/bbc_topic.yaml --split validation \
         --out runs/bbc_topic/eval_validation
-    # How much do the later windows help? Read only the first one, or pool by max:
+    # How much do the later windows help? Read only the first one, or pool by max
+    # (multi-label thresholds are then retuned on the validation split):
     python -m train.evaluate --model DIR --config configs/bbc_topic.yaml --max-chunks 1
     python -m train.evaluate --model DIR --config configs/bbc_topic.yaml --pooling max
 
@@ -24,7 +25,7 @@ from model.inference import load_classifier
 from .config import load_run_config
 from .data import DataError
 from .metrics import environment, write_reports
-from .run import evaluate_split, prepare_data, print_summary
+from .run import evaluate_split, prepare_data, print_summary, tune_on_validation
 
 
 def main(argv=None) -> int:
@@ -41,6 +42,9 @@ def main(argv=None) -> int:
                         help="read at most this many windows per article (1 = truncate)")
     parser.add_argument("--pooling", choices=("mean", "max"),
                         help="pool the window logits this way instead of the trained way")
+    parser.add_argument("--retune", action="store_true",
+                        help="retune multi-label thresholds on the validation split (done "
+                             "anyway with --pooling or --max-chunks, which change the scores)")
     args = parser.parse_args(argv)
     try:
         clf = load_classifier(args.model, precision=args.precision, max_chunks=args.max_chunks)
@@ -57,6 +61,12 @@ def main(argv=None) -> int:
     except (ArtifactError, DataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.retune or args.pooling or args.max_chunks:
+        # Thresholds were tuned for the trained way of reading; a different reading moves
+        # the scores, so comparing without retuning would confound the two.
+        for name, values in tune_on_validation(clf, cfg, splits, args.batch_size).items():
+            print(f"{name}: thresholds retuned on the validation split: "
+                  f"{[round(v, 3) for v in values]}", file=sys.stderr)
     results = evaluate_split(clf, splits, args.split, args.batch_size)
     out = Path(args.out) if args.out else Path(args.model).resolve().parent
     extra = {"model": str(args.model), "examples": data_report, "environment": environment()}

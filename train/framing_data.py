@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from model.inputs import read_csv, read_jsonl, read_text_file
+from model.inputs import read_csv, read_jsonl, read_text_file, record_text
 
 from .config import DatasetConfig
 from .data import DataError, RawRow, register_loader, resolve_path
@@ -39,8 +39,9 @@ def load_semeval2023(ds: DatasetConfig, data_dir: Path | None) -> Iterator[RawRo
             if error is not None:
                 yield RawRow(where, str(number), None, None, error)
             elif keep is None or obj.get("lang") in keep:
-                yield RawRow(where, str(obj.get("id", number)), obj.get("text"),
-                             obj.get("labels"), None, {"lang": obj.get("lang")})
+                text, error = record_text(obj)
+                yield RawRow(where, str(obj.get("id", number)), text, obj.get("labels"), error,
+                             {"lang": obj.get("lang")})
         return
     languages = sorted(p.name for p in path.iterdir() if (p / "train-articles-subtask-2").is_dir())
     if not languages:

@@ -19,7 +19,7 @@ from sklearn.metrics import (
 )
 
 from model.config import MULTI_LABEL, TaskSpec
-from model.inference import decide_labels
+from model.inference import decide
 
 from .data import multi_hot
 
@@ -28,7 +28,7 @@ def task_metrics(task: TaskSpec, gold: list, probs: np.ndarray) -> dict:
     """Scores of one task. `gold` holds label names (lists of them for multi-label)."""
     if task.type == MULTI_LABEL:
         y_true = multi_hot(gold, task.labels)
-        y_pred = multi_hot([decide_labels(task, p) for p in probs], task.labels)
+        y_pred = decide(probs, task.thresholds).astype(np.float32)
         average = {"micro_f1": f1_score(y_true, y_pred, average="micro", zero_division=0),
                    "macro_f1": f1_score(y_true, y_pred, average="macro", zero_division=0)}
         p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
@@ -53,20 +53,30 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
 def tune_thresholds(task: TaskSpec, gold: list, probs: np.ndarray, mode: str) -> list[float]:
     """Decision thresholds of a multi-label task that maximise F1 on held-out articles.
 
-    `per_label` picks each label's threshold for that label's F1; `global` one threshold
-    for the micro-F1 of all labels; `none` keeps 0.5. Ties go to the threshold nearest 0.5.
+    Candidates are scored under the rule predictions are made with (`decide`: an article
+    that passes no threshold gets its best label), so the F1 tuned for is the F1 served.
+    `global` picks one threshold for the micro-F1 of all labels; `per_label` then adjusts
+    each label's threshold for that label's F1, the others held fixed (two sweeps, since
+    the fallback ties the labels together); `none` keeps 0.5. Ties go to the threshold
+    nearest 0.5.
     """
     if mode == "none" or len(gold) == 0:
         return [0.5] * len(task.labels)
     y = multi_hot(gold, task.labels)
     by_distance = sorted(THRESHOLD_GRID, key=lambda t: abs(t - 0.5))
+    n_labels = len(task.labels)
+    best = max(by_distance, key=lambda t: f1_score(y, decide(probs, [t] * n_labels),
+                                                   average="micro", zero_division=0))
+    thresholds = [float(best)] * n_labels
     if mode == "global":
-        best = max(by_distance, key=lambda t: f1_score(y, probs >= t, average="micro",
-                                                       zero_division=0))
-        return [float(best)] * len(task.labels)
-    return [float(max(by_distance, key=lambda t: f1_score(y[:, j], probs[:, j] >= t,
-                                                          zero_division=0)))
-            for j in range(len(task.labels))]
+        return thresholds
+    for _ in range(2):
+        for j in range(n_labels):
+            def label_f1(t, j=j):
+                trial = [*thresholds[:j], t, *thresholds[j + 1:]]
+                return f1_score(y[:, j], decide(probs, trial)[:, j], zero_division=0)
+            thresholds[j] = float(max(by_distance, key=label_f1))
+    return thresholds
 
 
 def _per_class(names, p, r, f, s) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from transformers import set_seed
 
 from model.artifact import build_network, save_artifact
 from model.config import MULTI_LABEL, TaskSpec
-from model.inference import ArticleClassifier
+from model.inference import ArticleClassifier, auto_precision
 
 from .config import RunConfig, load_run_config
 from .data import DataError, load_task, multi_hot, split_examples
@@ -39,6 +40,7 @@ from .trainer import (
     ArticleTrainer,
     ChunkCollator,
     choose_precision,
+    data_parallel_problem,
     last_complete_checkpoint,
     training_arguments,
 )
@@ -102,18 +104,41 @@ def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size:
     return results
 
 
+def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict,
+                       batch_size: int) -> dict[str, list[float]]:
+    """Tune the decision thresholds of every multi-label task of `clf` on its validation
+    split, as `clf` now reads articles (pooling, windows, precision), and store them in
+    the task specs. Returns the thresholds by task."""
+    modes = {t.name: t.threshold_tuning for t in cfg.tasks}
+    tuned = {}
+    for spec in clf.tasks:
+        if spec.type != MULTI_LABEL or spec.name not in splits:
+            continue
+        examples = splits[spec.name]["validation"]
+        probs = clf.probabilities(clf.encode([e.text for e in examples]), batch_size)
+        spec.thresholds = tune_thresholds(spec, [e.label for e in examples],
+                                          probs[spec.name], modes.get(spec.name, "global"))
+        tuned[spec.name] = spec.thresholds
+    return tuned
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_run_config(args.config, args.set)
-        return train(cfg, resume=args.resume)
+        return train(cfg, resume=args.resume, config_path=args.config)
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def train(cfg: RunConfig, resume: bool = False) -> int:
+def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> int:
     out_dir = Path(cfg.training.output_dir)
+    problem = data_parallel_problem(torch.cuda.device_count() if torch.cuda.is_available()
+                                    else 0, int(os.environ.get("WORLD_SIZE", "1")),
+                                    config_path)
+    if problem:
+        raise ValueError(problem)
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
     set_seed(cfg.training.seed)
@@ -153,24 +178,40 @@ def train(cfg: RunConfig, resume: bool = False) -> int:
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return 0  # only the main process evaluates and writes
-    for task, spec in zip(cfg.tasks, specs):
-        if spec.type == MULTI_LABEL:
-            encoded, gold = eval_sets[spec.name]
-            probs = clf.probabilities(encoded, cfg.training.eval_batch_size)[spec.name]
-            spec.thresholds = tune_thresholds(spec, gold, probs, task.threshold_tuning)
+    tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size)
 
     results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size)
+    by_precision = scores_by_precision(clf, splits, results, cfg.training.eval_batch_size)
     extra = {"training_seconds": round(seconds, 1), "precision": precision,
              "resumed_from": checkpoint, "examples": data_report,
+             "test_precision": "fp32", "test_by_precision": by_precision,
              "environment": environment()}
     document = write_reports(out_dir, results, specs, extra, "test")
-    save_artifact(out_dir / "model", network, tokenizer, metrics={"test": results})
+    save_artifact(out_dir / "model", network, tokenizer,
+                  metrics={"test": results, "test_precision": "fp32",
+                           "test_device": str(clf.device), "test_by_precision": by_precision})
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out_dir / "splits.json").write_text(json.dumps(
         {t: {s: [e.id for e in ex] for s, ex in by_split.items()}
          for t, by_split in splits.items()}))
     print_summary(document, out_dir)
     return 0
+
+
+def scores_by_precision(clf: ArticleClassifier, splits: dict, fp32_results: dict,
+                        batch_size: int) -> dict:
+    """Headline test scores of the paths this model is served by on the device it was
+    trained on: fp32 (the reported figures) and what `auto` picks there, if not fp32."""
+    def headline(results):
+        keep = ("accuracy", "micro_f1", "macro_f1", "n")
+        return {task: {k: v for k, v in r.items() if k in keep} for task, r in results.items()}
+
+    paths = {"fp32": headline(fp32_results)}
+    served = auto_precision(clf.device)
+    if served != "fp32":
+        fast = ArticleClassifier(clf.network, clf.tokenizer, precision=served)
+        paths[served] = headline(evaluate_split(fast, splits, "test", batch_size))
+    return paths
 
 
 def balanced_weights(spec: TaskSpec, examples) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from model.config import MULTI_LABEL, ModelConfig
 from model.inference import ArticleClassifier, native_bf16
@@ -26,23 +26,56 @@ from .metrics import task_metrics
 
 
 class ArticleDataset(Dataset):
-    """Tokenised training articles of every task, each with its task index and target."""
+    """Tokenised training articles of every task, each with its task index and target.
+
+    The windows an article shows in a step are drawn from `(seed, epoch, index)` alone,
+    not from a generator that advances, so a run resumed from a checkpoint draws what
+    the uninterrupted run drew. `EpochCallback` keeps `epoch` current.
+    """
 
     def __init__(self, items: list[tuple[EncodedArticle, int, object]], config: ModelConfig,
                  seed: int):
         self.items = items
         self.config = config
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         article, task_index, target = self.items[i]
+        rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
         keep = pick_training_windows(len(article.windows), self.config.train_max_chunks,
-                                     self.config.train_chunk_selection, self.rng)
+                                     self.config.train_chunk_selection, rng)
         return {"windows": [article.windows[k] for k in keep], "task": task_index,
                 "target": target}
+
+
+class EpochCallback(TrainerCallback):
+    """Tells the dataset which epoch begins (also the resumed one after a restart)."""
+
+    def __init__(self, dataset: ArticleDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the fraction of epochs done: 0 at the start, k at the end of
+        # epoch k, and restored from the checkpoint on resume.
+        self.dataset.epoch = int(state.epoch + 1e-6)
+
+
+class TaskMixSampler(WeightedRandomSampler):
+    """Weighted draws with replacement whose order depends on `(seed, epoch)` only, so a
+    resumed run replays the same epoch order."""
+
+    def __init__(self, weights, dataset: ArticleDataset, seed: int):
+        super().__init__(weights, num_samples=len(dataset), replacement=True)
+        self.dataset = dataset
+        self.seed = seed
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed * 100_003 + self.dataset.epoch)
+        return super().__iter__()
 
 
 class ChunkCollator:
@@ -85,6 +118,8 @@ class ArticleTrainer(Trainer):
     def __init__(self, *args, eval_sets=None, eval_batch_size=64, task_temperature=1.0,
                  **kwargs):
         super().__init__(*args, **kwargs)
+        if isinstance(self.train_dataset, ArticleDataset):
+            self.add_callback(EpochCallback(self.train_dataset))
         self.eval_sets = eval_sets or {}
         self.eval_batch_size = eval_batch_size
         self.task_temperature = task_temperature
@@ -96,9 +131,7 @@ class ArticleTrainer(Trainer):
                                         self.task_temperature)
         if weights is None:
             return super()._get_train_sampler(train_dataset)
-        generator = torch.Generator().manual_seed(self.args.seed)
-        return WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True,
-                                     generator=generator)
+        return TaskMixSampler(weights, dataset, self.args.seed)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         clf = ArticleClassifier(self.model, self.processing_class)
@@ -155,12 +188,38 @@ def task_sampling_weights(task_of_example: list[int], temperature: float):
     return torch.tensor([share[t] / counts[t] for t in task_of_example], dtype=torch.double)
 
 
-def choose_precision(requested: str) -> str:
-    """`auto` means bf16 where the hardware runs it natively (CUDA bf16, AVX512-BF16 or AMX
-    on the CPU), since it was measured about 1.5x faster there; fp32 elsewhere."""
+def training_device() -> torch.device:
+    """Where the `Trainer` will train: a CUDA GPU where there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_precision(requested: str, device: str | torch.device | None = None) -> str:
+    """`auto`: bf16 where `device` runs it natively (GPUs of compute capability 8.0 and
+    newer; CPUs with AVX512-BF16 or AMX, where it measured about 1.5x faster), fp16 on
+    older GPUs (their bf16 is emulated), fp32 on other CPUs."""
+    device = torch.device(device) if device is not None else training_device()
     if requested != "auto":
+        if requested == "fp16" and device.type != "cuda":
+            raise ValueError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32")
         return requested
-    return "bf16" if native_bf16() else "fp32"
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def data_parallel_problem(n_gpus: int, world_size: int, config: str) -> str | None:
+    """Why a launch cannot train, or None.
+
+    One process that sees several GPUs makes the `Trainer` wrap the model in
+    `nn.DataParallel`, which splits the per-window and the per-article tensors of a
+    batch independently, so windows would be pooled into the wrong articles.
+    """
+    if n_gpus <= 1 or world_size > 1:
+        return None
+    return (f"this process sees {n_gpus} GPUs; one process over several GPUs would run "
+            "nn.DataParallel, which cannot split article batches correctly. Train on all "
+            f"of them with `torchrun --nproc_per_node {n_gpus} -m train --config {config}`, "
+            f"or on one with `CUDA_VISIBLE_DEVICES=0 python -m train --config {config}`")
 
 
 def training_arguments(cfg: TrainingConfig, output_dir: str, precision: str,
