@@ -39,8 +39,12 @@ class RayPredictor:
         self.columns = columns
         self.keep = keep
 
-    def __call__(self, batch: dict) -> dict:
-        ids = [str(i) for i in batch[self.columns["id"]]]
+    def __call__(self, batch):
+        """`batch` is a pyarrow Table, so missing values arrive as None (numpy batches
+        would turn them into NaN)."""
+        import pyarrow as pa
+
+        ids = [str(i) for i in column(batch, self.columns["id"], batch.num_rows)]
         n = len(ids)
         texts = column(batch, self.columns["text"], n)
         titles = column(batch, self.columns["title"], n)
@@ -57,15 +61,14 @@ class RayPredictor:
             else:
                 line.update(error=error, where=f"{paths[i]} (id {rid})")
             out.append(json.dumps(line, ensure_ascii=False))
-        return {"id": ids, "prediction": out}
+        return pa.table({"id": ids, "prediction": out})
 
 
-def column(batch: dict, name: str | None, n: int) -> list:
-    """A batch column as plain Python values (None where the column is absent)."""
-    values = batch.get(name) if name else None
-    if values is None:
+def column(batch, name: str | None, n: int) -> list:
+    """A column of a pyarrow batch as Python values (all None where it is absent)."""
+    if not name or name not in batch.column_names:
         return [None] * n
-    return [v.item() if hasattr(v, "item") and not isinstance(v, str) else v for v in values]
+    return batch.column(name).to_pylist()
 
 
 def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int = 1,
@@ -101,7 +104,7 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
         RayPredictor, fn_constructor_args=(str(Path(model_dir).resolve()), load, options,
                                            columns, list(keep), threads),
         batch_size=256, concurrency=workers, num_cpus=actor_cpus,
-        num_gpus=gpus_per_worker or None, batch_format="numpy")
+        num_gpus=gpus_per_worker or None, batch_format="pyarrow")
     # Writing runs the pipeline; counting afterwards would run it a second time.
     target = output if "://" in output else str(Path(output).resolve())
     if output.endswith(".parquet"):

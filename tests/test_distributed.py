@@ -10,7 +10,11 @@ import sys
 
 import pytest
 
+from model import load_classifier
+
 from .conftest import ROOT, run_cli, tiny_overrides
+
+DDP_TOLERANCE = 0.02  # measured 0.0034 on 2 CPUs
 
 
 def test_torchrun_two_processes_matches_one(tiny_encoder, keyword_data, keyword_run, tmp_path):
@@ -30,20 +34,32 @@ def test_torchrun_two_processes_matches_one(tiny_encoder, keyword_data, keyword_
         "checkpoints", "config.yaml", "confusion_matrix.png", "metrics.json", "model",
         "report.md", "splits.json"]
     ddp = json.loads((out / "metrics.json").read_text())["tasks"]["topic"]
-    single = json.loads((keyword_run / "metrics.json").read_text())["tasks"]["topic"]
-    # Two ranks of 4 articles make the same global batch of 8 as the single process.
-    assert abs(ddp["accuracy"] - single["accuracy"]) <= 0.1 and ddp["accuracy"] >= 0.85
+    assert ddp["accuracy"] >= 0.85
+    # Two ranks of 4 articles make global batches of 8, as the single process had: both
+    # models must say the same of every article (dropout masks differ between the two
+    # runs, so probabilities agree closely, not exactly).
+    texts = [json.loads(x)["text"] for x in keyword_data.read_text().splitlines()]
+    one = load_classifier(keyword_run / "model", precision="fp32").predict(texts)
+    two = load_classifier(out / "model", precision="fp32").predict(texts)
+    gaps = [abs(a["topic"]["score"] - b["topic"]["probabilities"][a["topic"]["label"]])
+            for a, b in zip(one, two)]
+    print(f"largest probability gap, torchrun vs one process: {max(gaps):.4f}")
+    assert [a["topic"]["label"] for a in one] == [b["topic"]["label"] for b in two]
+    assert max(gaps) <= DDP_TOLERANCE
 
 
-def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path):
+@pytest.mark.parametrize("output", ["ray_out", "ray_out.parquet"])
+def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install .[ray]")
     from model.ray_engine import read_ray_output
 
     shards = tmp_path / "in"
     shards.mkdir()
-    rows = [{"id": f"x{i}", "text": ["goal team cup", "bank shares profit"][i % 2] + f" {i}"}
-            for i in range(60)]
+    rows = [{"id": f"x{i}", "text": ["goal team cup", "bank shares profit"][i % 2] + f" {i}",
+             "source": f"outlet{i % 3}"} for i in range(60)]
     rows[7]["text"] = ""
+    rows[8] = {"id": "x8", "title": "striker goal cup", "source": "outlet2"}  # headline only
+    rows[9] = {"id": "x9", "source": "outlet0"}  # neither text nor title
     for k in range(3):  # a corpus in three shards
         (shards / f"part{k}.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in rows[k * 20:(k + 1) * 20]))
@@ -51,19 +67,38 @@ def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path):
     merged = tmp_path / "all.jsonl"
     merged.write_text("".join((shards / f"part{k}.jsonl").read_text() for k in range(3)))
     run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(merged), "-o",
-            str(local), "--precision", "fp32")
-    out = tmp_path / "ray_out"
+            str(local), "--precision", "fp32", "--keep", "source")
+    out = tmp_path / output
     run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(shards), "-o",
             str(out), "--engine", "ray", "--workers", "2", "--precision", "fp32",
-            env={"RAY_ADDRESS": ""})
+            "--keep", "source", env={"RAY_ADDRESS": ""})
+    if output.endswith(".parquet"):
+        assert any(p.suffix == ".parquet" for p in out.iterdir())
     by_id = read_ray_output(out)
     expected = {json.loads(x)["id"]: json.loads(x) for x in local.read_text().splitlines()}
     assert set(by_id) == set(expected) and len(by_id) == 60
     for rid, line in expected.items():
-        if "error" in line:
-            assert by_id[rid]["error"] == line["error"]
-            continue
         got = by_id[rid]
+        assert got["source"] == line["source"]
+        if "error" in line:
+            assert got["error"] == line["error"]
+            assert got["where"].endswith(f"part0.jsonl (id {rid})")
+            continue
         assert got["topic"]["label"] == line["topic"]["label"]
+        assert got["tokens"] == line["tokens"]
         for label, p in line["topic"]["probabilities"].items():
             assert got["topic"]["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    assert expected["x8"]["topic"]["label"] == "sport"
+    assert [expected[i].get("error") for i in ("x7", "x9")] == [
+        "empty text", "no 'text' or 'title' field"]
+
+
+def test_ray_engine_refuses_what_it_cannot_do(keyword_run, tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"id": "a", "text": "goal"}\n')
+    proc = run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(src), "-o",
+                   str(tmp_path / "out"), "--engine", "ray", "--resume", check=False)
+    assert proc.returncode == 2 and "--resume works with --engine local only" in proc.stderr
+    proc = run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(src), "-o",
+                   str(tmp_path / "o.jsonl"), "--gpus-per-worker", "1", check=False)
+    assert proc.returncode == 2 and "--gpus-per-worker is for --engine ray" in proc.stderr

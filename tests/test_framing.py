@@ -15,10 +15,11 @@ import pytest
 
 from model import load_classifier
 from model.config import TaskSpec
+from model.inference import decide, decide_labels
 from model.profile import framing_profile, wilson_interval
 from train.config import DataConfig, DatasetConfig, TaskConfig
-from train.data import load_task, split_examples
-from train.metrics import tune_thresholds
+from train.data import load_task, multi_hot, split_examples
+from train.metrics import THRESHOLD_GRID, task_metrics, tune_thresholds
 
 from .conftest import ROOT, run_cli, tiny_overrides, write_keyword_jsonl
 
@@ -79,16 +80,36 @@ def test_narrative_frames_fold_and_sources():
     assert [p for _, p in data.bad_records] == ["expected 10 columns, got a different number"]
 
 
-def test_thresholds_are_tuned_on_validation():
-    task = TaskSpec("frames", "multi_label", ["a", "b"])
+def test_thresholds_are_tuned_under_the_rule_that_is_applied():
+    """Serving gives an article its best label when none passes; tuning must score
+    candidate thresholds that way too, or it optimises an F1 nobody gets."""
+    task = TaskSpec("frames", "multi_label", ["a", "b", "c"])
     rng = np.random.default_rng(0)
-    gold = [["a"] if i % 2 else ["a", "b"] for i in range(200)]
-    y = np.array([[1, 0] if i % 2 else [1, 1] for i in range(200)])
-    probs = np.clip(0.25 * y + rng.uniform(0, 0.3, y.shape), 0, 1)  # positives sit at 0.25-0.55
+    gold = [["abc"[i % 3]] for i in range(300)]  # one frame per article
+    y = multi_hot(gold, task.labels)
+    # The true frame scores 0.30-0.60, the others 0.0-0.45: a high threshold leaves many
+    # articles with no label, which the fallback then fills with their (right) best one.
+    probs = np.where(y == 1, rng.uniform(0.3, 0.6, y.shape), rng.uniform(0.0, 0.45, y.shape))
+    best = tune_thresholds(task, gold, probs, "global")[0]
+    served = {t: task_metrics(TaskSpec("frames", "multi_label", task.labels, [t] * 3), gold,
+                              probs)["micro_f1"] for t in THRESHOLD_GRID}
+    assert served[best] == max(served.values())
+    # Without the fallback a low threshold would have won; with it, a high one does.
+    assert best >= 0.5
     per_label = tune_thresholds(task, gold, probs, "per_label")
-    assert all(0.05 <= t <= 0.3 for t in per_label)
-    assert tune_thresholds(task, gold, probs, "none") == [0.5, 0.5]
-    assert len(set(tune_thresholds(task, gold, probs, "global"))) == 1
+    assert all(t in THRESHOLD_GRID for t in per_label)
+    assert tune_thresholds(task, gold, probs, "none") == [0.5, 0.5, 0.5]
+
+
+def test_decide_is_the_one_decision_rule():
+    probs = np.array([[0.6, 0.2, 0.7], [0.1, 0.3, 0.2], [0.1, 0.1, 0.1]])
+    chosen = decide(probs, [0.5, 0.5, 0.5])
+    assert chosen.tolist() == [[True, False, True], [False, True, False],
+                               [True, False, False]]
+    assert not decide(probs, [0.5] * 3, at_least_one=False)[1:].any()
+    task = TaskSpec("frames", "multi_label", ["a", "b", "c"], [0.5, 0.5, 0.5])
+    assert decide_labels(task, probs[0]) == ["c", "a"]  # best first
+    assert decide_labels(task, probs[1]) == ["b"]
 
 
 def test_wilson_interval():
@@ -148,9 +169,26 @@ def test_joint_model_answers_both_tasks_in_one_call(joint_run):
     assert out["topic"]["label"] in ("business", "sport")
     assert set(out["frames"]["scores"]) == {"Economic", "Health", "Security"}
     assert "Economic" in out["frames"]["labels"]
+
+
+
+def test_stored_thresholds_are_those_tuned_on_the_validation_split(joint_run):
+    """Recompute the tuning from the validation articles training wrote to splits.json:
+    the artifact must hold exactly those thresholds (not 0.5, not test-tuned ones)."""
     stored = json.loads((joint_run / "model" / "config.json").read_text())["tasks"][1]
-    assert len(stored["thresholds"]) == 3
-    assert all(0.05 <= t <= 0.95 for t in stored["thresholds"])  # from the tuning grid
+    splits = json.loads((joint_run / "splits.json").read_text())["frames"]
+    rows = {json.loads(x)["id"]: json.loads(x)
+            for x in (joint_run.parent / "frames.jsonl").read_text().splitlines()}
+    clf = load_classifier(joint_run / "model", precision="fp32")
+    spec = clf.tasks[1]
+
+    def tuned_on(split):
+        examples = [rows[i] for i in splits[split]]
+        probs = clf.probabilities(clf.encode([e["text"] for e in examples]))["frames"]
+        return tune_thresholds(spec, [e["labels"] for e in examples], probs, "per_label")
+
+    assert stored["thresholds"] == spec.thresholds == tuned_on("validation")
+    assert all(t in THRESHOLD_GRID for t in stored["thresholds"])
 
 
 def test_threshold_and_top_k_override_the_stored_ones(joint_run):
