@@ -10,7 +10,8 @@ Each fast path is compared with fp32: agreement of the predicted labels on the 1
 articles, and the change in test scores on the config's test split. Then batch
 prediction streams 10k and 100k lines through `article-classifier predict` (peak RSS of
 each), and the service answers 1, 8 and 32 concurrent clients. The oneDNN / quantized
-kernels that ran are printed. Writes bench/results/bench_infer.{md,json}.
+kernels that ran are printed. Where torch sees a CUDA GPU, the pipeline and our fp32,
+bf16 and fp16 paths are measured on it too. Writes bench/results/bench_infer.{md,json}.
 """
 
 from __future__ import annotations
@@ -27,14 +28,25 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# `precision:N` reads at most N windows of each article (`load_classifier(max_chunks=N)`).
-METHODS = ("hf_pipeline", "fp32", "bf16", "int8", "bf16:4", "bf16:2")
+# `[device/]precision[:N]`: the device (cpu unless named), the precision, and at most N
+# windows read of each article (`load_classifier(max_chunks=N)`).
+CPU_METHODS = ("hf_pipeline", "fp32", "bf16", "int8", "bf16:4", "bf16:2")
+GPU_METHODS = ("cuda/hf_pipeline", "cuda/fp32", "cuda/bf16", "cuda/fp16", "cuda/bf16:4")
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def split_method(method: str) -> tuple[str, int | None]:
-    precision, _, chunks = method.partition(":")
-    return precision, int(chunks) if chunks else None
+def methods() -> tuple[str, ...]:
+    """The CPU methods, and the GPU ones where torch sees a CUDA GPU."""
+    import torch
+
+    return CPU_METHODS + (GPU_METHODS if torch.cuda.is_available() else ())
+
+
+def split_method(method: str) -> tuple[str, str, int | None]:
+    """`(device, precision, max_chunks)` of a method name."""
+    device, _, rest = method.rpartition("/")
+    precision, _, chunks = rest.partition(":")
+    return device or "cpu", precision, int(chunks) if chunks else None
 
 
 def bench_articles(n: int) -> list[str]:
@@ -62,13 +74,14 @@ def run_method(method: str, model_dir: str, repeats: int, batch_size: int) -> di
     import resource
 
     texts = bench_articles(1000)
-    if method == "hf_pipeline":
-        predict_many, predict_one = hf_pipeline(model_dir)
+    device, precision, max_chunks = split_method(method)
+    if precision == "hf_pipeline":
+        predict_many, predict_one = hf_pipeline(model_dir, device)
     else:
         from model.inference import load_classifier
 
-        precision, max_chunks = split_method(method)
-        clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks)
+        clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks,
+                              device=device)
         task = clf.tasks[0].name
 
         def predict_many(items):
@@ -97,7 +110,7 @@ def run_method(method: str, model_dir: str, repeats: int, batch_size: int) -> di
             "labels": labels}
 
 
-def hf_pipeline(model_dir: str):
+def hf_pipeline(model_dir: str, device: str = "cpu"):
     """`pipeline("text-classification")` on a single-head model of the same encoder:
     the artifact's encoder weights in a BertForSequenceClassification-style model, read
     as the pipeline reads (truncated to the encoder's 512 positions, one call per text)."""
@@ -116,7 +129,8 @@ def hf_pipeline(model_dir: str):
                if k.startswith("encoder.")}
     model.load_state_dict(weights, strict=False)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, device=-1)
+    classify = pipeline("text-classification", model=model, tokenizer=tokenizer,
+                        device=0 if device == "cuda" else -1)
 
     def predict_many(items):
         return [r["label"] for r in classify(items, truncation=True, max_length=512)]
@@ -127,7 +141,7 @@ def hf_pipeline(model_dir: str):
 def kernels_used(model_dir: str, method: str) -> list[str]:
     """oneDNN's verbose log of one forward pass, reduced to the distinct kernels."""
     code = ("import sys; from model.inference import load_classifier; "
-            f"c = load_classifier({model_dir!r}, precision={method!r}); "
+            f"c = load_classifier({model_dir!r}, precision={method!r}, device='cpu'); "
             "c.predict(['A short text about markets and shares.'] * 4)")
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -160,8 +174,9 @@ def test_scores(model_dir: str, config: str, methods) -> dict:
     _, splits, _ = prepare_data(cfg, labels)
     scores = {}
     for method in methods:
-        precision, max_chunks = split_method(method)
-        clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks)
+        device, precision, max_chunks = split_method(method)
+        clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks,
+                              device=device)
         results = evaluate_split(clf, splits, "test", 64)
         scores[method] = {name: {k: r[k] for k in ("accuracy", "micro_f1", "macro_f1")
                                  if k in r} for name, r in results.items()}
@@ -265,7 +280,9 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="configs/bbc_topic.yaml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--fast", default="bf16", help="the path streaming and serving use")
+    parser.add_argument("--fast", default="auto",
+                        help="the precision streaming and serving use (default: what users "
+                             "get, auto)")
     parser.add_argument("--skip", default="", help="comma list: streaming,service,scores")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -275,7 +292,7 @@ def main(argv=None) -> int:
         return 0
     skip = set(filter(None, args.skip.split(",")))
     runs = {}
-    for method in METHODS:
+    for method in methods():
         proc = subprocess.run([sys.executable, "-m", "train.bench_infer", "--worker", method,
                                "--model", args.model, "--repeats", str(args.repeats),
                                "--batch-size", str(args.batch_size)], cwd=ROOT,
@@ -284,7 +301,9 @@ def main(argv=None) -> int:
         print(f"{method}: {runs[method]['articles_per_s']:.1f} articles/s", flush=True)
     report = {"runs": runs, "kernels": {m: kernels_used(args.model, m) for m in PRECISIONS}}
     if "scores" not in skip:
-        report["test_scores"] = test_scores(args.model, args.config, METHODS[1:])
+        report["test_scores"] = test_scores(
+            args.model, args.config,
+            [m for m in methods() if split_method(m)[1] != "hf_pipeline"])
     work = Path(args.out) / "work"
     work.mkdir(parents=True, exist_ok=True)
     if "streaming" not in skip:
@@ -305,17 +324,20 @@ def render(report: dict) -> str:
     from .metrics import environment
 
     runs = report["runs"]
-    base = runs["hf_pipeline"]["articles_per_s"]
-    fp32 = runs["fp32"]["labels"]
     lines = [f"Inference on {runs['fp32']['articles']} real articles (full length)", "",
              "| method | articles/s | vs pipeline | p50 ms | p95 ms | peak RSS MiB | "
              "same label as fp32 |", "|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
-        agree = np.mean([a == b for a, b in zip(run["labels"], fp32)]) if name != \
-            "hf_pipeline" else float("nan")
+        device, precision, _ = split_method(name)
+        prefix = "" if device == "cpu" else f"{device}/"
+        # Each device's methods are compared with that device's pipeline and fp32.
+        base = runs[f"{prefix}hf_pipeline"]["articles_per_s"]
+        fp32 = runs[f"{prefix}fp32"]["labels"]
+        same = np.mean([a == b for a, b in zip(run["labels"], fp32)])
+        agree = "" if precision == "hf_pipeline" else f"{same:.4f}"
         lines.append(f"| {name} | {run['articles_per_s']:.1f} | {run['articles_per_s'] / base:.2f}x"
                      f" | {run['p50_ms']:.0f} | {run['p95_ms']:.0f} | {run['peak_rss_mib']:.0f} "
-                     f"| {'' if name == 'hf_pipeline' else f'{agree:.4f}'} |")
+                     f"| {agree} |")
     if "test_scores" in report:
         lines += ["", "Test split scores (change against fp32 in points):", ""]
         ref = report["test_scores"]["fp32"]
@@ -323,7 +345,8 @@ def render(report: dict) -> str:
             parts = [f"{task} {k} {v:.4f} ({100 * (v - ref[task][k]):+.2f})"
                      for task, scores in tasks.items() for k, v in scores.items()]
             lines.append(f"- {method}: " + "; ".join(parts))
-    lines += ["", "`bf16:N`: bf16 reading at most N windows of each article (`--max-chunks N`).",
+    lines += ["", "`bf16:N`: bf16 reading at most N windows of each article (`--max-chunks N`); "
+              "`cuda/...`: on the GPU (compared with the pipeline on the GPU).",
               "", "Kernels seen:"]
     lines += [f"- {m}: {', '.join(k)}" for m, k in report["kernels"].items()]
     if "streaming" in report:
