@@ -7,7 +7,8 @@
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cu128  # a CUDA 12.8 build
 #   make install TORCH_INDEX=                                     # pip's own sources only
 # The index is an *extra* index: a torch that pip's configured sources already hold
-# (a local wheel of the same version, say) is used as well.
+# (a local wheel of the same version, say) is used as well. It applies when .venv is
+# created: rm -rf .venv to switch builds.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu

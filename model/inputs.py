@@ -16,6 +16,7 @@ from pathlib import Path
 from .text import join_title
 
 csv.field_size_limit(sys.maxsize)  # real articles exceed the csv module's 128 KB default
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 @dataclass
@@ -114,7 +115,7 @@ def iter_articles(path: str | Path, text_column: str = "text", id_column: str = 
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.suffix.lower() in (".csv", ".tsv"):
         rows = read_csv(path, required=(text_column,))
-    elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    elif path.suffix.lower() in JSONL_SUFFIXES:
         rows = read_jsonl(path)
     else:
         raise ValueError(f"{path}: unknown input type; use .jsonl, .csv, .tsv or a folder "

@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .inputs import record_text
-
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+from .inputs import JSONL_SUFFIXES, record_text
 
 
 class RayPredictor:
@@ -44,24 +42,28 @@ class RayPredictor:
         would turn them into NaN)."""
         import pyarrow as pa
 
-        ids = [str(i) for i in column(batch, self.columns["id"], batch.num_rows)]
+        ids = column(batch, self.columns["id"], batch.num_rows)
         n = len(ids)
         texts = column(batch, self.columns["text"], n)
         titles = column(batch, self.columns["title"], n)
         paths = column(batch, "path", n)
         kept = [column(batch, name, n) for name in self.keep]
-        records = [record_text({"text": texts[i], "title": titles[i]}) for i in range(n)]
+        records = [record_text({"text": texts[i], "title": titles[i]}) if ids[i] is not None
+                   else (None, f"no {self.columns['id']!r} value") for i in range(n)]
         good = [text for text, error in records if error is None]
         predictions = iter(self.clf.predict(good, **self.options) if good else ())
         out = []
         for i, (rid, (_, error)) in enumerate(zip(ids, records)):
+            rid = None if rid is None else str(rid)
             line = {"id": rid, **{name: values[i] for name, values in zip(self.keep, kept)}}
             if error is None:
                 line.update(next(predictions))
             else:
                 line.update(error=error, where=f"{paths[i]} (id {rid})")
-            out.append(json.dumps(line, ensure_ascii=False))
-        return pa.table({"id": ids, "prediction": out})
+            # default=str: kept columns may hold dates, decimals or bytes (Parquet).
+            out.append(json.dumps(line, ensure_ascii=False, default=str))
+        return pa.table({"id": [None if i is None else str(i) for i in ids],
+                         "prediction": out})
 
 
 def column(batch, name: str | None, n: int) -> list:
@@ -83,14 +85,17 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
     except ImportError as err:
         raise RuntimeError("--engine ray needs Ray: pip install 'article-classifier[ray]'") \
             from err
-    data = _read(source)
+    device = ray_device(device, gpus_per_worker)
+    filesystem, files, prefix = _list_files(source)
+    if not ray.is_initialized():
+        # Joins the cluster named by RAY_ADDRESS, or starts a local one (before reading:
+        # Ray Data would otherwise start one with its own defaults).
+        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    data = _read(source, filesystem, files, prefix)
     missing = [c for c in (text_column, id_column) if c not in data.columns()]
     if missing:
         raise ValueError(f"{source}: missing column(s) {missing}; the Ray engine needs an "
                          "id column and a text column")
-    if not ray.is_initialized():
-        # Joins the cluster named by RAY_ADDRESS, or starts a local one.
-        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     cpus = int(ray.available_resources().get("CPU", 1))
     threads = max(1, cpus // max(1, workers))
     # Leave a CPU's worth of room for the read and write tasks: actors holding every CPU
@@ -113,40 +118,62 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
         predicted.write_json(target)
 
 
-def _read(source: str):
-    """A Ray dataset of the JSONL or Parquet files at `source` (a file or a folder, local
-    or a URI), with each record's file in the column `path`."""
+def ray_device(device: str, gpus_per_worker: float) -> str:
+    """The device each actor runs on: a GPU only where Ray gives the actor one, since an
+    actor that asked for none may still see every GPU of its node."""
+    if device in (None, "auto"):
+        return "cuda" if gpus_per_worker > 0 else "cpu"
+    if device.startswith("cuda") and gpus_per_worker <= 0:
+        raise ValueError("--device cuda with --engine ray needs --gpus-per-worker (e.g. 1), "
+                         "so that Ray gives each actor its GPU")
+    if device == "cpu" and gpus_per_worker > 0:
+        raise ValueError("--gpus-per-worker asks Ray for GPUs that --device cpu would not use")
+    return device
+
+
+def _read(source: str, filesystem, files: list[str], prefix: str):
+    """A Ray dataset of `files` (JSONL or Parquet), with each record's file in `path`."""
     import ray
 
-    files = _list_files(source)
-    if files and all(f.endswith(".parquet") for f in files):
-        return ray.data.read_parquet(files, include_paths=True)
-    if files and all(f.endswith(JSONL_SUFFIXES) for f in files):
-        return ray.data.read_json(files, lines=True, include_paths=True)
+    lower = [f.lower() for f in files]
+    if files and all(f.endswith(".parquet") for f in lower):
+        return ray.data.read_parquet(files, filesystem=filesystem, include_paths=True)
+    if files and all(f.endswith(JSONL_SUFFIXES) for f in lower):
+        # Ray's line-by-line JSON reader takes no filesystem: hand it full URIs.
+        return ray.data.read_json([prefix + f for f in files], lines=True,
+                                  include_paths=True)
     raise ValueError(f"{source}: the Ray engine reads JSONL or Parquet files (or a folder "
                      f"of them); found {files[:5] or 'no files'}")
 
 
-def _list_files(source: str) -> list[str]:
-    """The data files at `source`, as paths or URIs Ray Data can read."""
+def _list_files(source: str):
+    """`(filesystem, paths, prefix)`: the data files at `source` (a file or a folder,
+    local or a URI), skipping hidden and underscore-prefixed files and folders (_SUCCESS,
+    _temporary/, .ipynb_checkpoints/); `prefix + path` is a file's URI (empty locally)."""
     from pyarrow import fs
 
     uri = source if "://" in source else str(Path(source).resolve())
     try:
         filesystem, path = fs.FileSystem.from_uri(uri)
+        # The scheme and authority (s3://, hdfs://host:port) in front of the path.
+        prefix = uri[:uri.find(path)] if "://" in source and path in uri else ""
         info = filesystem.get_file_info(path)
         if info.type == fs.FileType.NotFound:
             raise FileNotFoundError(f"{source}: no such file or folder")
         if info.type == fs.FileType.File:
-            return [uri]
+            return filesystem, [path], prefix
         found = filesystem.get_file_info(fs.FileSelector(path, recursive=True))
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
         raise ValueError(f"{source}: cannot list it ({err})") from err
-    prefix = uri.split("://", 1)[0] + "://" if "://" in source else ""
-    return sorted(prefix + f.path for f in found if f.type == fs.FileType.File
-                  and not Path(f.path).name.startswith((".", "_")))
+    root = len(path.rstrip("/")) + 1
+
+    def hidden(name: str) -> bool:
+        return any(part.startswith((".", "_")) for part in name[root:].split("/"))
+
+    return filesystem, sorted(f.path for f in found
+                              if f.type == fs.FileType.File and not hidden(f.path)), prefix
 
 
 def read_ray_output(folder: str | Path) -> dict[str, dict]:

@@ -87,6 +87,7 @@ class MicroBatcher:
         self.waiting = 0
         self.passes = 0          # forward passes run, for /health
         self.articles_served = 0
+        self.in_flight: list = []  # jobs taken off the queue and not yet answered
         self.task: asyncio.Task | None = None
 
     def start(self):
@@ -109,8 +110,10 @@ class MicroBatcher:
 
     def _stopped(self, task: asyncio.Task) -> None:
         reason = self.failure() or "the micro-batcher stopped"
+        jobs, self.in_flight = self.in_flight, []
         while not self.queue.empty():
-            texts, _, future = self.queue.get_nowait()
+            jobs.append(self.queue.get_nowait())
+        for texts, _, future in jobs:
             self.waiting -= len(texts)
             if not future.done():
                 future.set_exception(BatcherDown(reason))
@@ -130,7 +133,7 @@ class MicroBatcher:
     async def run(self):
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self.queue.get()]
+            jobs = self.in_flight = [await self.queue.get()]
             size = len(jobs[0][0])
             deadline = loop.time() + self.limits.batch_wait_ms / 1000
             # Drain without wait_for(queue.get()): cancelling a get on timeout can drop
@@ -144,6 +147,7 @@ class MicroBatcher:
                 jobs.append(job)
                 size += len(job[0])
             await self.serve(jobs, loop)
+            self.in_flight = []
 
     async def serve(self, jobs, loop):
         # Requests with the same options share one pass; the model runs in a thread so
@@ -156,18 +160,19 @@ class MicroBatcher:
             try:
                 out = await loop.run_in_executor(
                     None, functools.partial(self.clf.predict, texts, **dict(options)))
-            except BaseException as err:  # noqa: BLE001 - handed to each waiting request
+            except Exception as err:  # noqa: BLE001 - handed to each waiting request
+                out = err
+            # Answered here, so the jobs leave in_flight (which the batcher's death fails).
+            answered = {id(job) for job in group}
+            self.in_flight = [job for job in self.in_flight if id(job) not in answered]
+            self.waiting -= len(texts)
+            if isinstance(out, Exception):
                 for job in group:
                     if not job[2].done():  # a client that left has cancelled its future
-                        job[2].set_exception(err if isinstance(err, Exception)
-                                             else BatcherDown("the micro-batcher stopped"))
-                if not isinstance(err, Exception):
-                    raise  # cancellation: the batcher is going down
+                        job[2].set_exception(out)
                 continue
-            finally:
-                self.waiting -= len(texts)
-                self.passes += 1
-                self.articles_served += len(texts)
+            self.passes += 1
+            self.articles_served += len(texts)
             start = 0
             for job in group:
                 if not job[2].done():

@@ -180,3 +180,14 @@ def server(keyword_run, tmp_path_factory):
         raise
     finally:
         log.close()
+
+
+def iter_ray_rows(folder: Path):
+    """Every row a Ray run wrote (JSONL or Parquet shards), duplicates included."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix == ".parquet":
+            yield from pq.read_table(path).to_pylist()
+        elif path.suffix in (".json", ".jsonl"):
+            yield from (json.loads(line) for line in path.read_text().splitlines() if line)

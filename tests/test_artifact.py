@@ -33,7 +33,7 @@ def test_artifact_records_everything_inference_needs(keyword_run):
     assert by_precision["fp32"]["topic"]["accuracy"] == doc["metrics"]["test"]["topic"]["accuracy"]
     from model.inference import auto_precision
 
-    assert set(by_precision) == {"fp32", auto_precision("cpu")}
+    assert set(by_precision) == {"fp32", auto_precision(doc["metrics"]["test_device"])}
     card = (keyword_run / "model" / "README.md").read_text()
     assert "topic" in card and "accuracy" in card and "measured in fp32" in card
     assert not list((keyword_run / "model").glob("*.bin"))

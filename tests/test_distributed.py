@@ -53,6 +53,8 @@ def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install .[ray]")
     from model.ray_engine import read_ray_output
 
+    from .conftest import iter_ray_rows
+
     shards = tmp_path / "in"
     shards.mkdir()
     rows = [{"id": f"x{i}", "text": ["goal team cup", "bank shares profit"][i % 2] + f" {i}",
@@ -63,6 +65,10 @@ def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
     for k in range(3):  # a corpus in three shards
         (shards / f"part{k}.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in rows[k * 20:(k + 1) * 20]))
+    # What other jobs leave beside shards is not data: it must not be read twice.
+    (shards / "_SUCCESS").write_text("")
+    (shards / "_temporary").mkdir()
+    (shards / "_temporary" / "part0.jsonl").write_text((shards / "part0.jsonl").read_text())
     local = tmp_path / "local.jsonl"
     merged = tmp_path / "all.jsonl"
     merged.write_text("".join((shards / f"part{k}.jsonl").read_text() for k in range(3)))
@@ -77,6 +83,7 @@ def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
     by_id = read_ray_output(out)
     expected = {json.loads(x)["id"]: json.loads(x) for x in local.read_text().splitlines()}
     assert set(by_id) == set(expected) and len(by_id) == 60
+    assert sum(1 for _ in iter_ray_rows(out)) == 60  # no record predicted twice
     for rid, line in expected.items():
         got = by_id[rid]
         assert got["source"] == line["source"]
@@ -102,3 +109,14 @@ def test_ray_engine_refuses_what_it_cannot_do(keyword_run, tmp_path):
     proc = run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(src), "-o",
                    str(tmp_path / "o.jsonl"), "--gpus-per-worker", "1", check=False)
     assert proc.returncode == 2 and "--gpus-per-worker is for --engine ray" in proc.stderr
+
+
+def test_ray_actors_use_a_gpu_only_when_ray_gives_them_one():
+    from model.ray_engine import ray_device
+
+    assert ray_device("auto", 0) == "cpu" and ray_device("auto", 1) == "cuda"
+    assert ray_device("cuda:0", 0.5) == "cuda:0"
+    with pytest.raises(ValueError, match="needs --gpus-per-worker"):
+        ray_device("cuda", 0)
+    with pytest.raises(ValueError, match="would not use"):
+        ray_device("cpu", 1)

@@ -225,3 +225,22 @@ def test_profile_skips_error_lines():
     rows, skipped = framing_profile([{"s": "a", "frames": {"labels": ["x"]}},
                                      {"s": "a", "error": "empty text"}], "s")
     assert skipped == 1 and rows[0]["articles"] == 1 and rows[0]["count"] == 1
+
+
+def test_evaluate_retunes_thresholds_when_the_reading_changes(joint_run, tmp_path):
+    proc = run_cli("-m", "train.evaluate", "--model", str(joint_run / "model"), "--config",
+                   str(joint_run / "config.yaml"), "--pooling", "max", "--out", str(tmp_path))
+    assert "frames: thresholds retuned on the validation split" in proc.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["pooling"] == "max"
+    # What was retuned is what tuning max-pooled validation scores gives.
+    splits = json.loads((joint_run / "splits.json").read_text())["frames"]
+    rows = {json.loads(x)["id"]: json.loads(x)
+            for x in (joint_run.parent / "frames.jsonl").read_text().splitlines()}
+    clf = load_classifier(joint_run / "model", precision="fp32")
+    clf.config.pooling = "max"
+    validation = [rows[i] for i in splits["validation"]]
+    probs = clf.probabilities(clf.encode([e["text"] for e in validation]))["frames"]
+    expected = tune_thresholds(clf.tasks[1], [e["labels"] for e in validation], probs,
+                               "per_label")
+    assert metrics["retuned_thresholds"] == {"frames": expected}

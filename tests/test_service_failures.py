@@ -73,3 +73,36 @@ async def _die_with_a_request_queued(batcher) -> str:
     except BatcherDown as err:
         return str(err)
     return "answered"
+
+
+def test_requests_taken_by_a_batcher_that_dies_are_answered(keyword_run):
+    """A request the batcher has already taken (waiting for company, or in a group not yet
+    run) gets 503 when the batcher dies, instead of waiting for ever."""
+    import uvicorn
+
+    app = create_app(str(keyword_run / "model"), precision="fp32",
+                     limits=ServiceLimits(batch_wait_ms=3000))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        answers = []
+        client = threading.Thread(target=lambda: answers.append(
+            request(port, "POST", "/predict", {"text": "goal team"})))
+        client.start()
+        batcher = app.state.batcher
+        deadline = time.time() + 10
+        while not batcher.in_flight:  # taken off the queue, waiting 3 s for company
+            assert time.time() < deadline
+            time.sleep(0.01)
+        batcher.task.get_loop().call_soon_threadsafe(batcher.task.cancel)
+        client.join(timeout=10)
+        assert answers and answers[0][0] == 503 and "micro-batcher" in answers[0][1]["detail"]
+        assert batcher.waiting == 0 and not batcher.in_flight
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -93,7 +93,7 @@ def test_attention_pooling_trained_saved_and_reloaded(tiny_encoder, keyword_data
                             "model.train_max_chunks=3"))
     metrics = json.loads((out / "metrics.json").read_text())["tasks"]["topic"]
     assert metrics["accuracy"] >= 0.85
-    clf = load_classifier(out / "model", precision="fp32")
+    clf = load_classifier(out / "model", precision="fp32", device="cpu")
     assert clf.config.pooling == "attention" and "topic" in clf.network.chunk_attention
     # The reloaded model scores the test split exactly as the trained one did.
     proc = run_cli("-m", "train.evaluate", "--model", str(out / "model"), "--config",

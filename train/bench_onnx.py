@@ -82,7 +82,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     (out / "onnx").mkdir(parents=True, exist_ok=True)
-    clf = load_classifier(args.model, precision="fp32")
+    clf = load_classifier(args.model, precision="fp32", device="cpu")
     texts = bench_articles(args.articles)
     # The very batches `ArticleClassifier.logits` feeds the encoder.
     batches = [(b["input_ids"].numpy(), b["attention_mask"].numpy())

@@ -36,7 +36,9 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="output folder (default: the model's parent)")
-    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "int8"))
+    parser.add_argument("--precision", default="fp32",
+                        choices=("auto", "fp32", "bf16", "fp16", "int8"))
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-chunks", type=int,
                         help="read at most this many windows per article (1 = truncate)")
@@ -47,7 +49,8 @@ def main(argv=None) -> int:
                              "anyway with --pooling or --max-chunks, which change the scores)")
     args = parser.parse_args(argv)
     try:
-        clf = load_classifier(args.model, precision=args.precision, max_chunks=args.max_chunks)
+        clf = load_classifier(args.model, precision=args.precision, device=args.device,
+                              max_chunks=args.max_chunks)
         if args.pooling:
             if clf.config.pooling == "attention":
                 raise ValueError("--pooling cannot replace a learned attention pooling")
@@ -61,15 +64,23 @@ def main(argv=None) -> int:
     except (ArtifactError, DataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    retuned = {}
     if args.retune or args.pooling or args.max_chunks:
         # Thresholds were tuned for the trained way of reading; a different reading moves
         # the scores, so comparing without retuning would confound the two.
-        for name, values in tune_on_validation(clf, cfg, splits, args.batch_size).items():
+        retuned = tune_on_validation(clf, cfg, splits, args.batch_size)
+        for name, values in retuned.items():
             print(f"{name}: thresholds retuned on the validation split: "
                   f"{[round(v, 3) for v in values]}", file=sys.stderr)
+        if retuned and args.split == "validation":
+            print("note: scored on the validation split the thresholds were tuned on; "
+                  "use --split test for an unbiased score", file=sys.stderr)
     results = evaluate_split(clf, splits, args.split, args.batch_size)
     out = Path(args.out) if args.out else Path(args.model).resolve().parent
-    extra = {"model": str(args.model), "examples": data_report, "environment": environment()}
+    extra = {"model": str(args.model), "precision": clf.precision, "device": str(clf.device),
+             "pooling": clf.config.pooling, "max_chunks": clf.config.max_chunks,
+             "retuned_thresholds": retuned, "examples": data_report,
+             "environment": environment()}
     tasks = [t for t in clf.tasks if t.name in results]
     print_summary(write_reports(out, results, tasks, extra, args.split), out)
     return 0

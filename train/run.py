@@ -115,6 +115,10 @@ def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict,
         if spec.type != MULTI_LABEL or spec.name not in splits:
             continue
         examples = splits[spec.name]["validation"]
+        if not examples:
+            print(f"{spec.name}: no validation articles; thresholds kept as they are",
+                  file=sys.stderr)
+            continue
         probs = clf.probabilities(clf.encode([e.text for e in examples]), batch_size)
         spec.thresholds = tune_thresholds(spec, [e.label for e in examples],
                                           probs[spec.name], modes.get(spec.name, "global"))

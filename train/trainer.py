@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from model.config import MULTI_LABEL, ModelConfig
-from model.inference import ArticleClassifier, native_bf16
+from model.inference import ArticleClassifier, auto_precision, resolve_device, resolve_precision
 from model.text import EncodedArticle, pick_training_windows
 
 from .config import TrainingConfig
@@ -188,23 +188,14 @@ def task_sampling_weights(task_of_example: list[int], temperature: float):
     return torch.tensor([share[t] / counts[t] for t in task_of_example], dtype=torch.double)
 
 
-def training_device() -> torch.device:
-    """Where the `Trainer` will train: a CUDA GPU where there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def choose_precision(requested: str, device: str | torch.device | None = None) -> str:
-    """`auto`: bf16 where `device` runs it natively (GPUs of compute capability 8.0 and
-    newer; CPUs with AVX512-BF16 or AMX, where it measured about 1.5x faster), fp16 on
-    older GPUs (their bf16 is emulated), fp32 on other CPUs."""
-    device = torch.device(device) if device is not None else training_device()
-    if requested != "auto":
-        if requested == "fp16" and device.type != "cuda":
-            raise ValueError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32")
-        return requested
-    if native_bf16(device):
-        return "bf16"
-    return "fp16" if device.type == "cuda" else "fp32"
+    """The training precision on `device` (default: where the `Trainer` trains, a CUDA GPU
+    where there is one): `auto` is the rule inference uses (`auto_precision`: bf16 where
+    it is native, else fp16 on a GPU and fp32 on a CPU)."""
+    device = torch.device(device) if device is not None else resolve_device("auto")
+    if requested == "auto":
+        return auto_precision(device)
+    return resolve_precision(requested, device)
 
 
 def data_parallel_problem(n_gpus: int, world_size: int, config: str) -> str | None:
@@ -219,7 +210,8 @@ def data_parallel_problem(n_gpus: int, world_size: int, config: str) -> str | No
     return (f"this process sees {n_gpus} GPUs; one process over several GPUs would run "
             "nn.DataParallel, which cannot split article batches correctly. Train on all "
             f"of them with `torchrun --nproc_per_node {n_gpus} -m train --config {config}`, "
-            f"or on one with `CUDA_VISIBLE_DEVICES=0 python -m train --config {config}`")
+            f"or on one with `CUDA_VISIBLE_DEVICES=0 python -m train --config {config}` "
+            "(adding your --set and --resume options)")
 
 
 def training_arguments(cfg: TrainingConfig, output_dir: str, precision: str,
