@@ -9,7 +9,7 @@
 from .artifact import ArtifactError, build_network, load_artifact, save_artifact
 from .config import MULTI_LABEL, SINGLE_LABEL, ModelConfig, TaskSpec
 from .inference import ArticleClassifier, load_classifier, predict
-from .inputs import InputRecord, iter_articles
+from .inputs import InputRecord, iter_articles, record_text
 from .network import ArticleClassifierNetwork
 from .text import EncodedArticle, chunk_articles, clean_text
 
@@ -19,5 +19,5 @@ __all__ = [
     "ArticleClassifier", "ArticleClassifierNetwork", "ArtifactError", "EncodedArticle",
     "InputRecord", "ModelConfig", "MULTI_LABEL", "SINGLE_LABEL", "TaskSpec", "build_network",
     "chunk_articles", "clean_text", "iter_articles", "load_artifact", "load_classifier",
-    "predict", "save_artifact",
+    "predict", "record_text", "save_artifact",
 ]
