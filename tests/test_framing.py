@@ -244,3 +244,20 @@ def test_evaluate_retunes_thresholds_when_the_reading_changes(joint_run, tmp_pat
     expected = tune_thresholds(clf.tasks[1], [e["labels"] for e in validation], probs,
                                "per_label")
     assert metrics["retuned_thresholds"] == {"frames": expected}
+
+
+def test_bag_of_words_baselines_learn_cued_frames(tmp_path):
+    from train.baselines import C_GRID, tfidf_logreg, tfidf_svm
+
+    data = load_task(frames_task("jsonl", write_frames_jsonl(tmp_path / "f.jsonl", n=200),
+                                 label_field="labels"), DataConfig())
+    train, test = data.examples[:150], data.examples[150:]
+    strong = tfidf_logreg(train, test, data.labels)
+    assert strong["C"] in C_GRID and strong["threshold"] in THRESHOLD_GRID
+    assert strong["micro_f1"] >= 0.9 and tfidf_svm(train, test, data.labels)["micro_f1"] >= 0.8
+    # Shuffled labels leave nothing to learn: the baseline must not look good anyway.
+    rng = random.Random(0)
+    shuffled = [e.label for e in train]
+    rng.shuffle(shuffled)
+    noise = [type(e)(e.id, e.text, label, e.where) for e, label in zip(train, shuffled)]
+    assert tfidf_logreg(noise, test, data.labels)["micro_f1"] < strong["micro_f1"] - 0.2
