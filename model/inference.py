@@ -267,7 +267,7 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
     if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
         raise ValueError(f"max_chunks must be a whole number >= 1, got {max_chunks!r}")
     device = resolve_device(device)
-    resolve_precision(precision, device)  # refuse a bad combination before loading
+    precision = resolve_precision(precision, device)  # a bad combination fails before loading
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
     if max_chunks is not None:
         network.model_config.max_chunks = max_chunks

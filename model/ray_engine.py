@@ -42,35 +42,24 @@ class RayPredictor:
         would turn them into NaN)."""
         import pyarrow as pa
 
-        ids = column(batch, self.columns["id"], batch.num_rows)
-        n = len(ids)
-        texts = column(batch, self.columns["text"], n)
-        titles = column(batch, self.columns["title"], n)
-        paths = column(batch, "path", n)
-        kept = [column(batch, name, n) for name in self.keep]
-        records = [record_text({"text": texts[i], "title": titles[i]}) if ids[i] is not None
-                   else (None, f"no {self.columns['id']!r} value") for i in range(n)]
+        rows = batch.to_pylist()
+        id_column = self.columns["id"]
+        ids = [None if row.get(id_column) is None else str(row[id_column]) for row in rows]
+        records = [record_text(row, self.columns["text"], self.columns["title"])
+                   if rid is not None else (None, f"no {id_column!r} value")
+                   for rid, row in zip(ids, rows)]
         good = [text for text, error in records if error is None]
         predictions = iter(self.clf.predict(good, **self.options) if good else ())
         out = []
-        for i, (rid, (_, error)) in enumerate(zip(ids, records)):
-            rid = None if rid is None else str(rid)
-            line = {"id": rid, **{name: values[i] for name, values in zip(self.keep, kept)}}
+        for rid, row, (_, error) in zip(ids, rows, records):
+            line = {"id": rid, **{name: row.get(name) for name in self.keep}}
             if error is None:
                 line.update(next(predictions))
             else:
-                line.update(error=error, where=f"{paths[i]} (id {rid})")
+                line.update(error=error, where=f"{row.get('path')} (id {rid})")
             # default=str: kept columns may hold dates, decimals or bytes (Parquet).
             out.append(json.dumps(line, ensure_ascii=False, default=str))
-        return pa.table({"id": [None if i is None else str(i) for i in ids],
-                         "prediction": out})
-
-
-def column(batch, name: str | None, n: int) -> list:
-    """A column of a pyarrow batch as Python values (all None where it is absent)."""
-    if not name or name not in batch.column_names:
-        return [None] * n
-    return batch.column(name).to_pylist()
+        return pa.table({"id": ids, "prediction": out})
 
 
 def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int = 1,

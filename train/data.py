@@ -178,17 +178,16 @@ def _row_from_mapping(where: str, fallback_id: str, row: dict | None, error: str
     if error is not None or row is None:
         return where, fallback_id, None, None, error
     rid = row.get(ds.id_field) if ds.id_field else None
+    rid = str(rid) if rid not in (None, "") else fallback_id
     text, error = record_text(row, ds.text_field, ds.title_field)
     if error is not None:
-        return RawRow(where, str(rid) if rid not in (None, "") else fallback_id, None, None,
-                      error)
+        return RawRow(where, rid, None, None, error)
     meta = {}
     if ds.split_field and row.get(ds.split_field) not in (None, ""):
         meta["split"] = SPLIT_NAMES.get(str(row[ds.split_field]).lower(), row[ds.split_field])
     for name in ds.keep_fields:
         meta[name] = row.get(name)
-    return RawRow(where, str(rid) if rid not in (None, "") else fallback_id, text,
-                  row.get(ds.label_field), None, meta)
+    return RawRow(where, rid, text, row.get(ds.label_field), None, meta)
 
 
 def _parse_label_cell(cell: str):

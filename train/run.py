@@ -104,11 +104,12 @@ def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size:
     return results
 
 
-def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict,
-                       batch_size: int) -> dict[str, list[float]]:
+def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict, batch_size: int,
+                       encoded: dict | None = None) -> dict[str, list[float]]:
     """Tune the decision thresholds of every multi-label task of `clf` on its validation
     split, as `clf` now reads articles (pooling, windows, precision), and store them in
-    the task specs. Returns the thresholds by task."""
+    the task specs. Returns the thresholds by task. `encoded` may hold each task's
+    validation articles already windowed (as training has them)."""
     modes = {t.name: t.threshold_tuning for t in cfg.tasks}
     tuned = {}
     for spec in clf.tasks:
@@ -119,7 +120,8 @@ def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict,
             print(f"{spec.name}: no validation articles; thresholds kept as they are",
                   file=sys.stderr)
             continue
-        probs = clf.probabilities(clf.encode([e.text for e in examples]), batch_size)
+        windows = (encoded or {}).get(spec.name) or clf.encode([e.text for e in examples])
+        probs = clf.probabilities(windows, batch_size)
         spec.thresholds = tune_thresholds(spec, [e.label for e in examples],
                                           probs[spec.name], modes.get(spec.name, "global"))
         tuned[spec.name] = spec.thresholds
@@ -138,9 +140,8 @@ def main(argv=None) -> int:
 
 def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> int:
     out_dir = Path(cfg.training.output_dir)
-    problem = data_parallel_problem(torch.cuda.device_count() if torch.cuda.is_available()
-                                    else 0, int(os.environ.get("WORLD_SIZE", "1")),
-                                    config_path)
+    problem = data_parallel_problem(torch.cuda.device_count(),
+                                    int(os.environ.get("WORLD_SIZE", "1")), config_path)
     if problem:
         raise ValueError(problem)
     if cfg.training.threads:
@@ -182,7 +183,8 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     seconds = time.perf_counter() - started
     if not trainer.is_world_process_zero():
         return 0  # only the main process evaluates and writes
-    tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size)
+    tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size,
+                       {name: windows for name, (windows, _) in eval_sets.items()})
 
     results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size)
     by_precision = scores_by_precision(clf, splits, results, cfg.training.eval_batch_size)

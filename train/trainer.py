@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from model.config import MULTI_LABEL, ModelConfig
-from model.inference import ArticleClassifier, auto_precision, resolve_device, resolve_precision
+from model.inference import ArticleClassifier, resolve_device, resolve_precision
 from model.text import EncodedArticle, pick_training_windows
 
 from .config import TrainingConfig
@@ -193,8 +193,6 @@ def choose_precision(requested: str, device: str | torch.device | None = None) -
     where there is one): `auto` is the rule inference uses (`auto_precision`: bf16 where
     it is native, else fp16 on a GPU and fp32 on a CPU)."""
     device = torch.device(device) if device is not None else resolve_device("auto")
-    if requested == "auto":
-        return auto_precision(device)
     return resolve_precision(requested, device)
 
 
