@@ -26,11 +26,13 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig, TaskSpec, dataclass_from_dict, resolve_encoder
+from .lexical import load_lexical, save_lexical
 from .network import ArticleClassifierNetwork
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+# 2: ModelConfig.text_prefix, TaskSpec.lexical_weight and the lexical.* files.
+FORMAT_VERSION = 2
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth")
 
 
@@ -67,8 +69,10 @@ def build_network(config: ModelConfig, tasks: list[TaskSpec]):
 
 
 def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, tokenizer,
-                  metrics: dict | None = None, card_extra: str = "") -> Path:
-    """Write `network` and `tokenizer` as an artifact folder at `path` (atomically)."""
+                  metrics: dict | None = None, card_extra: str = "",
+                  lexical: dict | None = None) -> Path:
+    """Write `network`, `tokenizer` and the tasks' `lexical` models (if any) as an artifact
+    folder at `path` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -83,6 +87,7 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
         (tmp / CONFIG_NAME).write_text(json.dumps(document, indent=2, default=str))
         save_model(network, str(tmp / WEIGHTS_NAME))
         tokenizer.save_pretrained(str(tmp))
+        save_lexical(tmp, lexical or {})
         (tmp / "README.md").write_text(model_card(network, metrics or {}, card_extra))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -138,6 +143,25 @@ def load_artifact(path: str | os.PathLike, allow_pickle: bool = False):
     network.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     return network, tokenizer, document
+
+
+def load_lexical_models(path: str | os.PathLike, tasks: list[TaskSpec]) -> dict:
+    """The lexical models of an artifact, checked against the tasks that use them."""
+    try:
+        models = load_lexical(Path(path))
+    except ValueError as err:
+        raise ArtifactError(str(err)) from err
+    for task in tasks:
+        if task.lexical_weight is None:
+            continue
+        model = models.get(task.name)
+        if model is None:
+            raise ArtifactError(f"{path}: task {task.name!r} mixes in a lexical model, but "
+                                "none is stored (lexical.safetensors)")
+        if model.coef.shape[0] != len(task.labels):
+            raise ArtifactError(f"{path}: the lexical model of task {task.name!r} has "
+                                f"{model.coef.shape[0]} labels, the task {len(task.labels)}")
+    return models
 
 
 def _load_weights(network, path: Path, allow_pickle: bool) -> None:

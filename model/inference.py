@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .artifact import load_artifact
+from .artifact import load_artifact, load_lexical_models
 from .config import MULTI_LABEL, ModelConfig, TaskSpec
 from .text import EncodedArticle, chunk_articles, clean_text
 
@@ -86,10 +86,13 @@ class ArticleClassifier:
     """
 
     def __init__(self, network, tokenizer, metadata: dict | None = None,
-                 precision: str = "fp32", device: str | torch.device | None = None):
+                 precision: str = "fp32", device: str | torch.device | None = None,
+                 lexical: dict | None = None):
         self.network = network
         self.tokenizer = tokenizer
         self.metadata = metadata or {}
+        # Lexical models by task, mixed in by the task's `lexical_weight` (model/lexical.py).
+        self.lexical = dict(lexical or {})
         if device is not None:
             self.network.to(resolve_device(device))
         self.precision = resolve_precision(precision, self.device)
@@ -113,17 +116,27 @@ class ArticleClassifier:
         """Clean and window `texts` as this model was trained to read them."""
         cleaned = [clean_text(t, self.config.clean_boilerplate) for t in texts]
         return chunk_articles(self.tokenizer, cleaned, self.config.max_length,
-                              self.config.stride, self.config.max_chunks)
+                              self.config.stride, self.config.max_chunks,
+                              self.config.text_prefix or "")
 
-    def probabilities(self, encoded: list[EncodedArticle],
-                      batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Per-task probabilities (softmax or sigmoid), one row per article."""
-        logits = self.logits(encoded, batch_size)
+    def probabilities(self, encoded: list[EncodedArticle], batch_size: int = 32,
+                      embeddings: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+        """Per-task probabilities, one row per article: the network's (softmax or sigmoid),
+        mixed with the task's lexical model where it has one. `embeddings` may hold the
+        window embeddings already computed (`embed_windows`)."""
+        if embeddings is None:
+            embeddings = self.embed_windows(encoded, batch_size)
+        logits = self.score(embeddings, encoded)
         out = {}
         for task in self.tasks:
             values = torch.from_numpy(logits[task.name])
-            out[task.name] = (torch.sigmoid(values) if task.type == MULTI_LABEL
-                              else torch.softmax(values, dim=-1)).numpy()
+            probs = (torch.sigmoid(values) if task.type == MULTI_LABEL
+                     else torch.softmax(values, dim=-1)).numpy()
+            weight = task.lexical_weight
+            if weight and len(encoded):
+                lexical = self.lexical[task.name].probabilities([a.text for a in encoded])
+                probs = weight * lexical + (1.0 - weight) * probs
+            out[task.name] = probs.astype(np.float32)
         return out
 
     @property
@@ -147,15 +160,15 @@ class ArticleClassifier:
                                            pad_to_multiple_of=16, return_tensors="pt")
 
     @torch.inference_mode()
-    def logits(self, encoded: list[EncodedArticle],
-               batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Per-task article logits. `batch_size` counts windows per encoder call."""
+    def embed_windows(self, encoded: list[EncodedArticle],
+                      batch_size: int = 32) -> torch.Tensor:
+        """One fp32 CPU row per window of `encoded`, article by article, window by window.
+        `batch_size` counts windows per encoder call."""
         was_training = self.network.training
         self.network.eval()
         device = self.device
-        chunk_article = torch.tensor([a for a, art in enumerate(encoded) for _ in art.windows],
-                                     dtype=torch.long)
-        embeddings = torch.zeros((len(chunk_article), self.network.encoder.config.hidden_size))
+        n_windows = sum(len(art.windows) for art in encoded)
+        embeddings = torch.zeros((n_windows, self.network.encoder.config.hidden_size))
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         autocast = torch.autocast(device.type, dtype=half) if half else nullcontext()
         with autocast:
@@ -163,10 +176,30 @@ class ArticleClassifier:
                 emb = self.network.embed_chunks(batch["input_ids"].to(device),
                                                 batch["attention_mask"].to(device))
                 embeddings[rows] = emb.float().cpu()
+        self.network.train(was_training)
+        return embeddings
+
+    @torch.inference_mode()
+    def score(self, embeddings: torch.Tensor,
+              encoded: list[EncodedArticle]) -> dict[str, np.ndarray]:
+        """Per-task article logits from the window embeddings of `encoded`."""
+        was_training = self.network.training
+        self.network.eval()
+        device = self.device
+        chunk_article = torch.tensor([a for a, art in enumerate(encoded) for _ in art.windows],
+                                     dtype=torch.long)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        autocast = torch.autocast(device.type, dtype=half) if half else nullcontext()
+        with autocast:
             logits = self.network.score_articles(embeddings.to(device),
                                                  chunk_article.to(device), len(encoded))
         self.network.train(was_training)
         return {name: value.float().cpu().numpy() for name, value in logits.items()}
+
+    def logits(self, encoded: list[EncodedArticle],
+               batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Per-task article logits of the network alone (no lexical model)."""
+        return self.score(self.embed_windows(encoded, batch_size), encoded)
 
     # -- prediction ---------------------------------------------------------------------
     def predict(self, texts, *, batch_size: int = 32, threshold: float | None = None,
@@ -269,9 +302,11 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
     device = resolve_device(device)
     precision = resolve_precision(precision, device)  # a bad combination fails before loading
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
+    lexical = load_lexical_models(path, network.tasks)
     if max_chunks is not None:
         network.model_config.max_chunks = max_chunks
-    return ArticleClassifier(network, tokenizer, document, precision=precision, device=device)
+    return ArticleClassifier(network, tokenizer, document, precision=precision, device=device,
+                             lexical=lexical)
 
 
 _LOADED: dict[tuple, ArticleClassifier] = {}

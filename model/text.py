@@ -73,6 +73,7 @@ class EncodedArticle:
     windows: list[list[int]]
     n_tokens: int
     n_windows_total: int
+    text: str = ""  # the cleaned text the windows were cut from (read by lexical models)
 
     @property
     def truncated(self) -> bool:
@@ -80,26 +81,34 @@ class EncodedArticle:
 
 
 def chunk_articles(tokenizer, texts: list[str], max_length: int, stride: int,
-                   max_chunks: int) -> list[EncodedArticle]:
+                   max_chunks: int, prefix: str = "") -> list[EncodedArticle]:
     """Tokenise whole articles into overlapping windows of `max_length` tokens.
 
     The fast tokenizer does the windowing itself (`return_overflowing_tokens`), so windows
     respect word pieces and special tokens. An article needing more than `max_chunks`
-    windows keeps that many, spread evenly from its first window to its last.
+    windows keeps that many, spread evenly from its first window to its last. A `prefix`
+    (e5 encoders read passages as "passage: ...") starts every window, right after the
+    first special token, and leaves that much less room for the article.
     """
-    enc = tokenizer(texts, max_length=max_length, stride=stride, truncation=True,
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    if max_length - len(prefix_ids) - stride < 8:
+        raise ValueError(f"prefix {prefix!r} leaves too little of a {max_length}-token window")
+    enc = tokenizer(texts, max_length=max_length - len(prefix_ids), stride=stride,
+                    truncation=True,
                     return_overflowing_tokens=True, return_attention_mask=False,
                     return_token_type_ids=False)
     per_article: list[list[list[int]]] = [[] for _ in texts]
     for window, article in zip(enc["input_ids"], enc["overflow_to_sample_mapping"]):
-        per_article[article].append(window)
+        per_article[article].append(window[:1] + prefix_ids + window[1:] if prefix_ids
+                                    else window)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     encoded = []
     for windows in per_article:
-        n_tokens = sum(len(w) - n_special for w in windows) - stride * (len(windows) - 1)
+        n_tokens = (sum(len(w) - n_special - len(prefix_ids) for w in windows)
+                    - stride * (len(windows) - 1))
         keep = spread_indices(len(windows), max_chunks)
         encoded.append(EncodedArticle([windows[i] for i in keep], max(n_tokens, 0),
-                                      len(windows)))
+                                      len(windows), texts[len(encoded)]))
     return encoded
 
 

@@ -20,9 +20,11 @@ def artifact_copy(keyword_run, tmp_path):
 
 def test_artifact_records_everything_inference_needs(keyword_run):
     doc = json.loads((keyword_run / "model" / "config.json").read_text())
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert doc["tasks"] == [{"name": "topic", "type": "single_label",
-                             "labels": ["business", "sport"], "thresholds": None}]
+                             "labels": ["business", "sport"], "thresholds": None,
+                             "lexical_weight": None}]
+    assert doc["model"]["text_prefix"] == "" and doc["model"]["token_pooling"] == "mean"
     assert doc["model"]["max_length"] == 64 and doc["model"]["pooling"] == "mean"
     assert doc["encoder_config"]["hidden_size"] == 32
     assert "accuracy" in doc["metrics"]["test"]["topic"]

@@ -68,6 +68,9 @@ class TaskConfig:
             multi-label: positives by negatives/positives); none if null.
         threshold_tuning: multi-label decision thresholds tuned on the validation split,
             `per_label` or one `global` threshold, or `none` (0.5).
+        lexical: add a lexical component (TF-IDF + logistic regression) whose
+            probabilities are mixed with the network's (train/frozen.py).
+        lexical_weight: its share in the mix; null chooses it on held-out articles.
     """
 
     name: str = "topic"
@@ -75,6 +78,8 @@ class TaskConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     class_weights: str | None = None
     threshold_tuning: str = "per_label"
+    lexical: bool = False
+    lexical_weight: float | None = None
 
     def __post_init__(self):
         if isinstance(self.dataset, dict):
@@ -87,6 +92,8 @@ class TaskConfig:
         if self.threshold_tuning not in ("per_label", "global", "none"):
             raise ValueError(f"tasks[{self.name}].threshold_tuning must be per_label, global "
                              "or none")
+        if self.lexical_weight is not None and not 0.0 <= self.lexical_weight <= 1.0:
+            raise ValueError(f"tasks[{self.name}].lexical_weight must be in [0, 1] or null")
 
 
 @dataclass
@@ -153,6 +160,15 @@ class TrainingConfig:
         task_temperature: how batches mix the tasks: task t is drawn in proportion to
             n_t ** (1/T), n_t its training examples. 1 = proportional to size (a plain
             shuffle of all examples); larger values move towards equal shares.
+        mode: `finetune` trains the encoder with the heads; `frozen` keeps the encoder as
+            it is, embeds every window once and fits the heads by logistic regression
+            (train/frozen.py): seconds instead of minutes once embedded.
+        embedding_cache: where frozen mode keeps window embeddings (default: the user
+            cache, $ARTICLE_CLASSIFIER_CACHE/embeddings).
+        cv_folds: folds of the cross-validation that frozen mode and lexical components
+            choose their settings by.
+        frozen_c_grid: inverse regularisation strengths tried for frozen heads (features
+            standardised).
     """
 
     output_dir: str = "runs/bbc_topic"
@@ -170,8 +186,20 @@ class TrainingConfig:
     logging_steps: int = 20
     threads: int | None = None
     task_temperature: float = 1.0
+    mode: str = "finetune"
+    embedding_cache: str | None = None
+    cv_folds: int = 5
+    frozen_c_grid: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03,
+                                                                0.1, 0.3])
 
     def __post_init__(self):
+        if self.mode not in ("finetune", "frozen"):
+            raise ValueError(f"training.mode must be finetune or frozen, got {self.mode!r}")
+        if self.cv_folds < 2:
+            raise ValueError("training.cv_folds must be at least 2")
+        if not self.frozen_c_grid or any(float(c) <= 0 for c in self.frozen_c_grid):
+            raise ValueError("training.frozen_c_grid must list positive numbers")
+        self.frozen_c_grid = [float(c) for c in self.frozen_c_grid]
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError("training.precision must be auto, fp32, bf16 or fp16")
         if self.eval_strategy not in ("epoch", "steps"):

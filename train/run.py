@@ -34,6 +34,7 @@ from model.inference import ArticleClassifier, auto_precision
 
 from .config import RunConfig, load_run_config
 from .data import DataError, load_task, multi_hot, split_examples
+from .frozen import lexical_for_finetuned, train_frozen
 from .metrics import environment, task_metrics, tune_thresholds, write_reports
 from .trainer import (
     ArticleDataset,
@@ -150,10 +151,53 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     specs, splits, data_report = prepare_data(cfg)
     network, tokenizer = build_network(cfg.model, specs)
     clf = ArticleClassifier(network, tokenizer)
+    started = time.perf_counter()
+    if cfg.training.mode == "frozen":
+        # Window embeddings are computed in the precision `auto` serves here, so the heads
+        # are fitted to the vectors the model will see; test scores are fp32 as always.
+        precision, checkpoint = choose_precision(cfg.training.precision), None
+        clf.precision = precision
+        details = {"frozen": train_frozen(clf, cfg, specs, splits)}
+        clf.precision = "fp32"
+    else:
+        precision, checkpoint = finetune(clf, cfg, specs, splits, out_dir, resume)
+        if precision is None:
+            return 0  # a worker process of distributed training: the main one writes
+        details = {"lexical": lexical_for_finetuned(clf, cfg, specs, splits,
+                                                    cfg.training.eval_batch_size)}
+        # Thresholds are tuned on what is served: network and lexical model mixed.
+        tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size)
+    seconds = time.perf_counter() - started
+
+    results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size)
+    by_precision = scores_by_precision(clf, splits, results, cfg.training.eval_batch_size)
+    extra = {"training_seconds": round(seconds, 1), "mode": cfg.training.mode,
+             "precision": precision, "resumed_from": checkpoint, "examples": data_report,
+             **details,
+             "test_precision": "fp32", "test_by_precision": by_precision,
+             "environment": environment()}
+    document = write_reports(out_dir, results, specs, extra, "test")
+    save_artifact(out_dir / "model", network, tokenizer,
+                  metrics={"test": results, "test_precision": "fp32",
+                           "test_device": str(clf.device), "test_by_precision": by_precision},
+                  lexical=clf.lexical)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (out_dir / "splits.json").write_text(json.dumps(
+        {t: {s: [e.id for e in ex] for s, ex in by_split.items()}
+         for t, by_split in splits.items()}))
+    print_summary(document, out_dir)
+    return 0
+
+
+def finetune(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec], splits: dict,
+             out_dir: Path, resume: bool) -> tuple[str | None, str | None]:
+    """Fine-tune the encoder and heads with the Hugging Face Trainer. Returns the training
+    precision and the checkpoint resumed from; the precision is None in the worker
+    processes of distributed training."""
+    network, tokenizer = clf.network, clf.tokenizer
     for task, spec in zip(cfg.tasks, specs):
         if task.class_weights == "balanced":
             network.set_loss_weights(spec.name, balanced_weights(spec, splits[spec.name]["train"]))
-
     items, eval_sets = [], {}
     for index, spec in enumerate(specs):
         train_examples = splits[spec.name]["train"]
@@ -178,30 +222,8 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     checkpoint = last_complete_checkpoint(out_dir / "checkpoints") if resume else None
     if resume and checkpoint is None:
         print("no checkpoint to resume from; starting from the beginning", file=sys.stderr)
-    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - started
-    if not trainer.is_world_process_zero():
-        return 0  # only the main process evaluates and writes
-    tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size,
-                       {name: windows for name, (windows, _) in eval_sets.items()})
-
-    results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size)
-    by_precision = scores_by_precision(clf, splits, results, cfg.training.eval_batch_size)
-    extra = {"training_seconds": round(seconds, 1), "precision": precision,
-             "resumed_from": checkpoint, "examples": data_report,
-             "test_precision": "fp32", "test_by_precision": by_precision,
-             "environment": environment()}
-    document = write_reports(out_dir, results, specs, extra, "test")
-    save_artifact(out_dir / "model", network, tokenizer,
-                  metrics={"test": results, "test_precision": "fp32",
-                           "test_device": str(clf.device), "test_by_precision": by_precision})
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (out_dir / "splits.json").write_text(json.dumps(
-        {t: {s: [e.id for e in ex] for s, ex in by_split.items()}
-         for t, by_split in splits.items()}))
-    print_summary(document, out_dir)
-    return 0
+    return (precision if trainer.is_world_process_zero() else None), checkpoint
 
 
 def scores_by_precision(clf: ArticleClassifier, splits: dict, fp32_results: dict,
@@ -215,7 +237,8 @@ def scores_by_precision(clf: ArticleClassifier, splits: dict, fp32_results: dict
     paths = {"fp32": headline(fp32_results)}
     served = auto_precision(clf.device)
     if served != "fp32":
-        fast = ArticleClassifier(clf.network, clf.tokenizer, precision=served)
+        fast = ArticleClassifier(clf.network, clf.tokenizer, precision=served,
+                                 lexical=clf.lexical)
         paths[served] = headline(evaluate_split(fast, splits, "test", batch_size))
     return paths
 

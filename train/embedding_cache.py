@@ -1,0 +1,94 @@
+"""Window embeddings of a frozen encoder, cached on disk and reused across runs.
+
+A frozen encoder embeds an article the same way every time, so each article's window
+embeddings are computed once and kept: one safetensors file per article (no pickle), in a
+folder named by everything that changes them: the encoder's weights, the window settings,
+the text cleaning, the token pooling and the precision. Files are written under a temporary
+name and renamed, so an interrupted run leaves no half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from model.encoders import cache_root
+from model.inference import ArticleClassifier
+from model.text import EncodedArticle
+
+
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """A hash of every weight of `encoder`: two folders holding the same encoder share
+    their cached embeddings; a changed weight never reuses stale ones."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Window embeddings of the articles `clf` reads, by article text."""
+
+    def __init__(self, clf: ArticleClassifier, root: str | os.PathLike | None = None):
+        self.clf = clf
+        cfg = clf.config
+        self.settings = {"encoder": encoder_fingerprint(clf.network.encoder),
+                         "max_length": cfg.max_length, "stride": cfg.stride,
+                         "max_chunks": cfg.max_chunks, "text_prefix": cfg.text_prefix,
+                         "clean_boilerplate": cfg.clean_boilerplate,
+                         "token_pooling": cfg.token_pooling, "precision": clf.precision}
+        key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
+        self.folder = Path(root) if root else cache_root() / "embeddings"
+        self.folder = self.folder / key[:24]
+        self.hits = self.misses = 0
+
+    def _path(self, text: str) -> Path:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.safetensors"
+
+    def windows(self, texts: list[str], batch_size: int = 64) -> tuple[list[EncodedArticle],
+                                                                          list[np.ndarray]]:
+        """The articles as `clf` windows them, and each article's window embeddings
+        (windows x hidden, fp32), computed only for articles not cached yet."""
+        encoded = self.clf.encode(texts)
+        found: list[np.ndarray | None] = []
+        for art in encoded:
+            path = self._path(art.text)
+            vectors = load_file(str(path))["windows"] if path.is_file() else None
+            if vectors is not None and len(vectors) != len(art.windows):
+                vectors = None  # a collision or a foreign file: recompute
+            found.append(vectors)
+        missing = [i for i, v in enumerate(found) if v is None]
+        self.hits += len(encoded) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "settings.json").write_text(json.dumps(self.settings, indent=2))
+            todo = [encoded[i] for i in missing]
+            flat = self.clf.embed_windows(todo, batch_size).numpy()
+            start = 0
+            for i, art in zip(missing, todo):
+                found[i] = flat[start:start + len(art.windows)]
+                start += len(art.windows)
+                self._save(self._path(art.text), found[i])
+        return encoded, found
+
+    @staticmethod
+    def _save(path: Path, vectors: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"windows": np.ascontiguousarray(vectors, dtype=np.float32)}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
