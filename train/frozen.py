@@ -108,6 +108,9 @@ def train_frozen(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec],
         head = fit_logistic(x, y, spec, c, balanced, standardize=True)
         set_head(clf, spec.name, head.coef, head.intercept)
         report[spec.name] = {"articles": len(examples), "C": c, "cv_score": round(score, 4)}
+        if spec.type == MULTI_LABEL:  # what the network alone would decide by
+            report[spec.name]["network_thresholds"] = tune_thresholds(
+                spec, [e.label for e in examples], oof, task_cfg.threshold_tuning)
         mixed = add_lexical(spec, task_cfg, [a.text for a in encoded], y, folds, oof,
                             lexical, report[spec.name])
         if spec.type == MULTI_LABEL:
