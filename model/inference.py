@@ -119,13 +119,11 @@ class ArticleClassifier:
                               self.config.stride, self.config.max_chunks,
                               self.config.text_prefix or "")
 
-    def probabilities(self, encoded: list[EncodedArticle], batch_size: int = 32,
-                      embeddings: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    def probabilities(self, encoded: list[EncodedArticle],
+                      batch_size: int = 32) -> dict[str, np.ndarray]:
         """Per-task probabilities, one row per article: the network's (softmax or sigmoid),
-        mixed with the task's lexical model where it has one. `embeddings` may hold the
-        window embeddings already computed (`embed_windows`)."""
-        if embeddings is None:
-            embeddings = self.embed_windows(encoded, batch_size)
+        mixed with the task's lexical model where it has one."""
+        embeddings = self.embed_windows(encoded, batch_size)
         logits = self.score(embeddings, encoded)
         out = {}
         for task in self.tasks:
@@ -134,6 +132,9 @@ class ArticleClassifier:
                      else torch.softmax(values, dim=-1)).numpy()
             weight = task.lexical_weight
             if weight and len(encoded):
+                if task.name not in self.lexical:
+                    raise ValueError(f"task {task.name!r} mixes in a lexical model "
+                                     f"(weight {weight}), but none was given")
                 lexical = self.lexical[task.name].probabilities([a.text for a in encoded])
                 probs = weight * lexical + (1.0 - weight) * probs
             out[task.name] = probs.astype(np.float32)
@@ -182,17 +183,18 @@ class ArticleClassifier:
     @torch.inference_mode()
     def score(self, embeddings: torch.Tensor,
               encoded: list[EncodedArticle]) -> dict[str, np.ndarray]:
-        """Per-task article logits from the window embeddings of `encoded`."""
+        """Per-task article logits from the window embeddings of `encoded`.
+
+        Always in fp32, whatever the encoder ran in: the heads cost next to nothing, and a
+        frozen head's weights and bias (a standardisation folded into a logistic
+        regression) are large numbers that cancel, which half precision would blur."""
         was_training = self.network.training
         self.network.eval()
         device = self.device
         chunk_article = torch.tensor([a for a, art in enumerate(encoded) for _ in art.windows],
                                      dtype=torch.long)
-        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        autocast = torch.autocast(device.type, dtype=half) if half else nullcontext()
-        with autocast:
-            logits = self.network.score_articles(embeddings.to(device),
-                                                 chunk_article.to(device), len(encoded))
+        logits = self.network.score_articles(embeddings.to(device), chunk_article.to(device),
+                                             len(encoded))
         self.network.train(was_training)
         return {name: value.float().cpu().numpy() for name, value in logits.items()}
 

@@ -22,9 +22,10 @@ from .config import MULTI_LABEL
 
 LEXICAL_CONFIG = "lexical.json"
 LEXICAL_WEIGHTS = "lexical.safetensors"
-# The vectorizer settings that are stored; anything else keeps scikit-learn's default.
-SETTINGS = ("ngram_range", "sublinear_tf", "min_df", "lowercase", "token_pattern", "norm",
-            "strip_accents")
+# Vectorizer settings that are not stored: the vocabulary is stored apart, the dtype and
+# input kind are fixed, and code (a custom preprocessor, tokenizer or analyzer) cannot be
+# stored without pickle, so a vectorizer that uses code is refused.
+UNSTORED = ("vocabulary", "dtype", "input", "preprocessor", "tokenizer")
 
 
 @dataclass
@@ -57,7 +58,8 @@ class LexicalModel:
             settings = dict(self.settings)
             if "ngram_range" in settings:
                 settings["ngram_range"] = tuple(settings["ngram_range"])
-            settings.pop("min_df", None)  # applied when the vocabulary was chosen
+            for key in ("min_df", "max_df", "max_features"):
+                settings.pop(key, None)  # applied when the vocabulary was chosen
             vectorizer = TfidfVectorizer(vocabulary={t: i for i, t in
                                                      enumerate(self.vocabulary)}, **settings)
             vectorizer.fit([""])  # sets the vocabulary; the idf is replaced just below
@@ -81,9 +83,14 @@ class LexicalModel:
         """Arrays of a fitted scikit-learn vectorizer and linear model."""
         terms = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
         params = vectorizer.get_params()
+        code = [k for k in ("preprocessor", "tokenizer", "analyzer") if callable(params[k])]
+        if code:
+            raise ValueError(f"lexical model: vectorizer settings {code} are code and "
+                             "cannot be stored without pickle")
+        settings = {k: v for k, v in params.items() if k not in UNSTORED}
         return cls(task_type, terms, np.asarray(vectorizer.idf_, dtype=np.float32),
                    np.asarray(coef, dtype=np.float32), np.asarray(intercept, dtype=np.float32),
-                   {k: params[k] for k in SETTINGS if k in params})
+                   settings)
 
 
 def save_lexical(path: Path, models: dict[str, LexicalModel]) -> None:

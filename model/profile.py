@@ -32,9 +32,11 @@ def labels_of(prediction: dict, task: str) -> list[str]:
     answer = prediction.get(task)
     if not isinstance(answer, dict):
         raise ValueError(f"no {task!r} prediction")
-    if "labels" in answer:
-        return list(answer["labels"])
-    return [answer["label"]]
+    found = answer["labels"] if "labels" in answer else [answer.get("label")]
+    if not isinstance(found, list) or not all(isinstance(x, str) for x in found):
+        raise ValueError(f"{task!r}: labels must be a list of strings (or one `label` "
+                         f"string), got {found!r}"[:200])
+    return list(found)
 
 
 def framing_profile(lines, by: str, task: str = "frames"):

@@ -90,7 +90,9 @@ def chunk_articles(tokenizer, texts: list[str], max_length: int, stride: int,
     (e5 encoders read passages as "passage: ...") starts every window, right after the
     first special token, and leaves that much less room for the article.
     """
-    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    prefix_ids = prefix_token_ids(tokenizer, prefix)
+    # The prefix goes after the first special token ([CLS] / <s>), where the encoder saw it.
+    at = 1 if tokenizer.num_special_tokens_to_add(pair=False) else 0
     if max_length - len(prefix_ids) - stride < 8:
         raise ValueError(f"prefix {prefix!r} leaves too little of a {max_length}-token window")
     enc = tokenizer(texts, max_length=max_length - len(prefix_ids), stride=stride,
@@ -99,7 +101,7 @@ def chunk_articles(tokenizer, texts: list[str], max_length: int, stride: int,
                     return_token_type_ids=False)
     per_article: list[list[list[int]]] = [[] for _ in texts]
     for window, article in zip(enc["input_ids"], enc["overflow_to_sample_mapping"]):
-        per_article[article].append(window[:1] + prefix_ids + window[1:] if prefix_ids
+        per_article[article].append(window[:at] + prefix_ids + window[at:] if prefix_ids
                                     else window)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     encoded = []
@@ -110,6 +112,21 @@ def chunk_articles(tokenizer, texts: list[str], max_length: int, stride: int,
         encoded.append(EncodedArticle([windows[i] for i in keep], max(n_tokens, 0),
                                       len(windows), texts[len(encoded)]))
     return encoded
+
+
+def prefix_token_ids(tokenizer, prefix: str) -> list[int]:
+    """The ids `prefix` contributes at the start of a text, as `tokenizer(prefix + text)`
+    would give them. Tokenised alone, a prefix ending in a space can gain a token of its
+    own (SentencePiece reads "passage: " as "▁passage", ":", "▁"), so the ids come from
+    the prefix followed by a word, minus that word's ids."""
+    if not prefix:
+        return []
+    word = "x"
+    full = tokenizer(prefix + word, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if full[len(full) - len(tail):] == tail:
+        return full[:len(full) - len(tail)]
+    return tokenizer(prefix.rstrip(), add_special_tokens=False)["input_ids"]
 
 
 def spread_indices(n: int, k: int) -> list[int]:

@@ -84,3 +84,17 @@ def test_bad_texts_are_named(keyword_run):
         clf.predict(["fine", None])
     with pytest.raises(ValueError, match="text 0: empty text"):
         clf.predict("  \n ")
+
+
+def test_a_format_1_artifact_still_loads_without_a_prefix(artifact_copy):
+    doc = json.loads((artifact_copy / "config.json").read_text())
+    doc["format_version"] = 1
+    doc["model"].pop("text_prefix")
+    for task in doc["tasks"]:
+        task.pop("lexical_weight")
+    doc["model"]["encoder"] = "e5-small-v2"  # a registry name whose own prefix is "passage: "
+    (artifact_copy / "config.json").write_text(json.dumps(doc))
+    clf = load_classifier(artifact_copy, precision="fp32")
+    assert clf.config.text_prefix == ""
+    assert clf.tasks[0].lexical_weight is None
+    assert clf.predict("the team won the cup")["topic"]["label"] in ("sport", "business")

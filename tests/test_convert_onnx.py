@@ -9,17 +9,16 @@ import json
 import warnings
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
-from onnx import numpy_helper  # noqa: E402
-from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel  # noqa: E402
-
-from model.convert_onnx import convert_onnx_bert  # noqa: E402
+from model.convert_onnx import convert_onnx_bert
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["the", "bank", "raised", "rates", "market", "hello", "world", "##s", "##ing"]

@@ -4,6 +4,7 @@ package index as a user would."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
@@ -64,15 +65,16 @@ def split_encoder(tiny_encoder, tmp_path, monkeypatch):
     cut = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    members = {}
+    members, hashes = {}, {}
     for i in range(3):
         member = f"tiny_part_{i}/input/tiny.zip.00{i + 1}"
         write_wheel(wheels, f"tiny-encoder-part-{i}", {member: data[cut[i]:cut[i + 1]]})
         members[f"part{i + 1}"] = member
+        hashes[f"part{i + 1}"] = hashlib.sha256(data[cut[i]:cut[i + 1]]).hexdigest()
     entry = encoders.PackagedEncoder(
         name="tiny-test-encoder", summary="test", licence="MIT",
         packages=tuple(f"tiny-encoder-part-{i}==0.0.1" for i in range(3)), kind="zip-parts",
-        members=members, token_pooling="mean")
+        members=members, sha256=hashes, token_pooling="mean")
     entry = replace(entry, reference=tuple(encoders.reference_embedding(tiny_encoder, entry)))
     monkeypatch.setitem(encoders.REGISTRY, entry.name, entry)
     return entry, wheels
@@ -111,6 +113,16 @@ def test_a_wrong_reference_embedding_fails_the_install_and_leaves_nothing(
         encoders.install(entry.name, find_links=str(wheels), log=lambda m: None)
     assert encoders.installed_path(entry.name) is None
     assert not [p for p in (cache / "encoders").iterdir()]
+
+
+def test_a_package_whose_files_changed_is_refused_before_conversion(split_encoder, cache,
+                                                                    monkeypatch):
+    entry, wheels = split_encoder
+    changed = replace(entry, sha256={**entry.sha256, "part2": "0" * 64})
+    monkeypatch.setitem(encoders.REGISTRY, entry.name, changed)
+    with pytest.raises(encoders.EncoderError, match=r"tiny\.zip\.002 .*sha256.*refusing"):
+        encoders.install(entry.name, find_links=str(wheels), log=lambda m: None)
+    assert encoders.installed_path(entry.name) is None
 
 
 def test_a_missing_package_is_named(split_encoder, cache, monkeypatch):

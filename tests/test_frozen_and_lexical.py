@@ -207,3 +207,51 @@ def test_artifact_with_a_missing_lexical_file_is_refused(frozen_run, tmp_path):
     (copy / "lexical.json").unlink()
     with pytest.raises(ArtifactError, match="lexical"):
         load_classifier(copy, precision="fp32")
+
+
+def test_frozen_head_is_the_logistic_regression_on_mean_window_embeddings(
+        tiny_encoder, frames_data, tmp_path):
+    """The head written into the network must reproduce, through the network's own mean
+    pooling, a logistic regression fitted on standardised mean window embeddings."""
+    from sklearn.preprocessing import StandardScaler
+
+    from train.embedding_cache import EmbeddingCache
+
+    out = tmp_path / "run"
+    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+            *frozen_overrides(tiny_encoder, out, frames_data, tmp_path / "cache",
+                              "training.frozen_c_grid=[0.1]", "training.precision=fp32"))
+    clf = load_classifier(out / "model", precision="fp32")
+    task = clf.tasks[0]
+    splits = json.loads((out / "splits.json").read_text())["frames"]
+    rows = {r["id"]: r for r in map(json.loads, frames_data.read_text().splitlines())}
+    fit_ids = splits["train"] + splits["validation"]
+    _, windows = EmbeddingCache(clf, tmp_path / "check").windows(
+        [rows[i]["text"] for i in fit_ids])
+    x = np.stack([w.mean(axis=0) for w in windows])
+    scaler = StandardScaler().fit(x)
+    test = [rows[i]["text"] for i in splits["test"]]
+    encoded, test_windows = EmbeddingCache(clf, tmp_path / "check").windows(test)
+    x_test = scaler.transform(np.stack([w.mean(axis=0) for w in test_windows]))
+    logits = clf.logits(encoded)["frames"]
+    for j, label in enumerate(task.labels):
+        y = np.array([label in rows[i]["label"] for i in fit_ids])
+        model = LogisticRegression(C=0.1, max_iter=3000).fit(scaler.transform(x), y)
+        np.testing.assert_allclose(logits[:, j], model.decision_function(x_test),
+                                   rtol=1e-3, atol=1e-3)
+
+
+def test_single_label_heads_with_two_classes_and_an_absent_one():
+    from model.config import TaskSpec
+    from train.linear import CERTAIN, fit_logistic
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5))
+    y = (x[:, 0] > 0).astype(int) * 2  # classes 0 and 2; class 1 never occurs
+    spec = TaskSpec("topic", "single_label", ["a", "b", "c"])
+    fit = fit_logistic(x, y, spec, 1.0, balanced=False)
+    probs = fit.probabilities(x, spec.type)
+    reference = LogisticRegression(C=1.0, max_iter=3000).fit(x, y).predict_proba(x)
+    np.testing.assert_allclose(probs[:, [0, 2]], reference, atol=1e-4)
+    assert probs[:, 1].max() < np.exp(-CERTAIN) * 2
+    assert (probs.argmax(axis=1) == y).mean() > 0.9

@@ -94,6 +94,8 @@ class TaskConfig:
                              "or none")
         if self.lexical_weight is not None and not 0.0 <= self.lexical_weight <= 1.0:
             raise ValueError(f"tasks[{self.name}].lexical_weight must be in [0, 1] or null")
+        if self.lexical_weight is not None and not self.lexical:
+            raise ValueError(f"tasks[{self.name}].lexical_weight needs lexical: true")
 
 
 @dataclass

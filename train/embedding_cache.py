@@ -1,10 +1,12 @@
 """Window embeddings of a frozen encoder, cached on disk and reused across runs.
 
 A frozen encoder embeds an article the same way every time, so each article's window
-embeddings are computed once and kept: one safetensors file per article (no pickle), in a
-folder named by everything that changes them: the encoder's weights, the window settings,
-the text cleaning, the token pooling and the precision. Files are written under a temporary
-name and renamed, so an interrupted run leaves no half-written entry.
+embeddings are computed once and kept: one safetensors file per article (no pickle). A file
+is named by the article's token windows themselves (which covers the text, its cleaning,
+the tokenizer, the prefix and the window settings), inside a folder named by what turns
+windows into vectors: the encoder's weights, the token pooling, the precision and the
+device type. Files are written under a temporary name and renamed, so an interrupted run
+leaves no half-written entry.
 """
 
 from __future__ import annotations
@@ -39,19 +41,17 @@ class EmbeddingCache:
 
     def __init__(self, clf: ArticleClassifier, root: str | os.PathLike | None = None):
         self.clf = clf
-        cfg = clf.config
         self.settings = {"encoder": encoder_fingerprint(clf.network.encoder),
-                         "max_length": cfg.max_length, "stride": cfg.stride,
-                         "max_chunks": cfg.max_chunks, "text_prefix": cfg.text_prefix,
-                         "clean_boilerplate": cfg.clean_boilerplate,
-                         "token_pooling": cfg.token_pooling, "precision": clf.precision}
+                         "token_pooling": clf.config.token_pooling,
+                         "precision": clf.precision, "device": clf.device.type}
         key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
         self.folder = Path(root) if root else cache_root() / "embeddings"
         self.folder = self.folder / key[:24]
+        self.hidden = clf.network.encoder.config.hidden_size
         self.hits = self.misses = 0
 
-    def _path(self, text: str) -> Path:
-        digest = hashlib.sha256(text.encode()).hexdigest()
+    def _path(self, article: EncodedArticle) -> Path:
+        digest = hashlib.sha256(json.dumps(article.windows).encode()).hexdigest()
         return self.folder / digest[:2] / f"{digest}.safetensors"
 
     def windows(self, texts: list[str], batch_size: int = 64) -> tuple[list[EncodedArticle],
@@ -61,10 +61,10 @@ class EmbeddingCache:
         encoded = self.clf.encode(texts)
         found: list[np.ndarray | None] = []
         for art in encoded:
-            path = self._path(art.text)
+            path = self._path(art)
             vectors = load_file(str(path))["windows"] if path.is_file() else None
-            if vectors is not None and len(vectors) != len(art.windows):
-                vectors = None  # a collision or a foreign file: recompute
+            if vectors is not None and vectors.shape != (len(art.windows), self.hidden):
+                vectors = None  # a foreign file: recompute
             found.append(vectors)
         missing = [i for i, v in enumerate(found) if v is None]
         self.hits += len(encoded) - len(missing)
@@ -78,7 +78,7 @@ class EmbeddingCache:
             for i, art in zip(missing, todo):
                 found[i] = flat[start:start + len(art.windows)]
                 start += len(art.windows)
-                self._save(self._path(art.text), found[i])
+                self._save(self._path(art), found[i])
         return encoded, found
 
     @staticmethod

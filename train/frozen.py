@@ -51,8 +51,9 @@ def label_matrix(spec: TaskSpec, examples) -> np.ndarray:
 def make_folds(spec: TaskSpec, y: np.ndarray, k: int, seed: int) -> list:
     if spec.type == MULTI_LABEL:
         return list(KFold(k, shuffle=True, random_state=seed).split(y))
-    smallest = int(np.bincount(y).min(initial=0)) if len(y) else 0
-    if smallest >= k:
+    counts = np.bincount(y, minlength=len(spec.labels))
+    present = counts[counts > 0]
+    if len(present) > 1 and present.min() >= k:
         return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y))
     return list(KFold(k, shuffle=True, random_state=seed).split(y))
 

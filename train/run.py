@@ -31,7 +31,7 @@ from transformers import set_seed
 from model.artifact import build_network, save_artifact
 from model.config import MULTI_LABEL, TaskSpec
 from model.encoders import EncoderError
-from model.inference import ArticleClassifier, auto_precision
+from model.inference import ArticleClassifier, auto_precision, resolve_device
 
 from .config import RunConfig, load_run_config
 from .data import DataError, load_task, multi_hot, split_examples
@@ -106,12 +106,11 @@ def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size:
     return results
 
 
-def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict, batch_size: int,
-                       encoded: dict | None = None) -> dict[str, list[float]]:
+def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict,
+                       batch_size: int) -> dict[str, list[float]]:
     """Tune the decision thresholds of every multi-label task of `clf` on its validation
-    split, as `clf` now reads articles (pooling, windows, precision), and store them in
-    the task specs. Returns the thresholds by task. `encoded` may hold each task's
-    validation articles already windowed (as training has them)."""
+    split, as `clf` now reads articles (pooling, windows, precision, lexical mixing), and
+    store them in the task specs. Returns the thresholds by task."""
     modes = {t.name: t.threshold_tuning for t in cfg.tasks}
     tuned = {}
     for spec in clf.tasks:
@@ -122,8 +121,7 @@ def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict, bat
             print(f"{spec.name}: no validation articles; thresholds kept as they are",
                   file=sys.stderr)
             continue
-        windows = (encoded or {}).get(spec.name) or clf.encode([e.text for e in examples])
-        probs = clf.probabilities(windows, batch_size)
+        probs = clf.probabilities(clf.encode([e.text for e in examples]), batch_size)
         spec.thresholds = tune_thresholds(spec, [e.label for e in examples],
                                           probs[spec.name], modes.get(spec.name, "global"))
         tuned[spec.name] = spec.thresholds
@@ -156,7 +154,9 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     if cfg.training.mode == "frozen":
         # Window embeddings are computed in the precision `auto` serves here, so the heads
         # are fitted to the vectors the model will see; test scores are fp32 as always.
-        precision, checkpoint = choose_precision(cfg.training.precision), None
+        # On the GPU where there is one, in the precision `auto` would serve there.
+        clf.network.to(resolve_device("auto"))
+        precision, checkpoint = choose_precision(cfg.training.precision, clf.device), None
         clf.precision = precision
         details = {"frozen": train_frozen(clf, cfg, specs, splits)}
         clf.precision = "fp32"
