@@ -2,7 +2,7 @@
 // multi-label task as a ranked bar chart with the thresholds that decided it, and the
 // article text with the evidence passages of the selected label marked.
 //
-// Evidence is optional. When the answer carries it, its planned shape is
+// Evidence is optional. When an answer carries it, it has the shape
 //   prediction.evidence = {frames: {Economic: [{start, end, score, text}, ...]}, topic: {...}}
 // with character offsets into the text that was sent. Without it the text is shown plain.
 
