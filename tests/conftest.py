@@ -6,13 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from train.screenshots import free_port  # noqa: F401  (one helper for tests and tools)
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,12 +128,6 @@ class ServedPort(int):
         obj = super().__new__(cls, port)
         obj.pid = pid
         return obj
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def request(port, method, path, body=None, raw: bytes | None = None, headers=None):

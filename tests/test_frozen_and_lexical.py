@@ -104,22 +104,11 @@ def test_predict_cli_and_service_serve_the_mixed_model(frozen_run, tmp_path):
     for line, expected in zip(lines, direct):
         assert line["frames"]["scores"] == pytest.approx(expected["frames"]["scores"], abs=1e-5)
 
-    import subprocess
-    import sys
-    import time
+    from train.screenshots import start_service, stop_service
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", str(out / "model"),
-                             "--port", str(port), "--precision", "fp32"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_service(out / "model", port, tmp_path / "serve.log", "--precision", "fp32")
     try:
-        for _ in range(120):
-            try:
-                if request(port, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
         status, body = request(port, "POST", "/predict",
                                {"articles": [{"id": i, "text": t} for i, t in enumerate(texts)]})
         assert status == 200
@@ -127,8 +116,7 @@ def test_predict_cli_and_service_serve_the_mixed_model(frozen_run, tmp_path):
             assert got["frames"]["scores"] == pytest.approx(expected["frames"]["scores"],
                                                             abs=1e-5)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_service(proc)
 
 
 def test_embedding_cache_is_reused_and_keyed_by_settings(tiny_encoder, frames_data, frozen_run,
