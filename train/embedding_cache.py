@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -70,6 +71,8 @@ class EmbeddingCache:
         self.hits += len(encoded) - len(missing)
         self.misses += len(missing)
         if missing:
+            print(f"embedding {len(missing)} articles ({len(encoded) - len(missing)} cached) "
+                  f"into {self.folder}", file=sys.stderr, flush=True)
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "settings.json").write_text(json.dumps(self.settings, indent=2))
             todo = [encoded[i] for i in missing]
