@@ -312,10 +312,12 @@ def reference_embedding(folder: Path, entry: PackagedEncoder) -> list[float]:
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a check, not a load the user asked to watch
     try:
         encoder = AutoModel.from_pretrained(str(folder)).eval()
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     batch = tokenizer([entry.text_prefix + REFERENCE_SENTENCE], return_tensors="pt")
     with torch.inference_mode():
