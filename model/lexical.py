@@ -28,6 +28,17 @@ LEXICAL_WEIGHTS = "lexical.safetensors"
 UNSTORED = ("vocabulary", "dtype", "input", "preprocessor", "tokenizer")
 
 
+def linear_probabilities(x, coef: np.ndarray, intercept: np.ndarray,
+                         task_type: str) -> np.ndarray:
+    """Probabilities of a linear model on features `x` (dense or sparse): a sigmoid per
+    label for multi-label tasks, a softmax over labels otherwise."""
+    logits = np.asarray(x @ coef.T) + intercept
+    if task_type == MULTI_LABEL:
+        return 1.0 / (1.0 + np.exp(-logits))
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
 @dataclass
 class LexicalModel:
     """TF-IDF features and one linear model over them, for one task.
@@ -69,13 +80,8 @@ class LexicalModel:
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """One row per text, one column per label."""
-        features = self.vectorizer().transform(texts)
-        logits = np.asarray(features @ self.coef.T) + self.intercept
-        if self.task_type == MULTI_LABEL:
-            return 1.0 / (1.0 + np.exp(-logits))
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return linear_probabilities(self.vectorizer().transform(texts), self.coef,
+                                    self.intercept, self.task_type)
 
     @classmethod
     def from_fitted(cls, task_type: str, vectorizer: TfidfVectorizer, coef: np.ndarray,

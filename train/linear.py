@@ -21,6 +21,7 @@ from sklearn.metrics import f1_score
 
 from model.config import MULTI_LABEL, TaskSpec
 from model.inference import decide
+from model.lexical import linear_probabilities
 
 from .metrics import tune_thresholds
 
@@ -41,11 +42,7 @@ class LinearFit:
     intercept: np.ndarray  # labels
 
     def probabilities(self, x, task_type: str) -> np.ndarray:
-        logits = np.asarray(x @ self.coef.T) + self.intercept
-        if task_type == MULTI_LABEL:
-            return 1.0 / (1.0 + np.exp(-logits))
-        logits = logits - logits.max(axis=1, keepdims=True)
-        return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return linear_probabilities(x, self.coef, self.intercept, task_type)
 
 
 def fit_logistic(x, y: np.ndarray, spec: TaskSpec, c: float, balanced: bool,
