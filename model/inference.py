@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from .artifact import load_artifact, load_lexical_models
 from .config import MULTI_LABEL, ModelConfig, TaskSpec
-from .text import EncodedArticle, chunk_articles, clean_text
+from .evidence import explain
+from .text import EncodedArticle, chunk_articles, clean_text, clean_text_mapped
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
@@ -112,32 +113,44 @@ class ArticleClassifier:
         return self.network.tasks
 
     # -- encoding -----------------------------------------------------------------------
-    def encode(self, texts: list[str]) -> list[EncodedArticle]:
-        """Clean and window `texts` as this model was trained to read them."""
-        cleaned = [clean_text(t, self.config.clean_boilerplate) for t in texts]
-        return chunk_articles(self.tokenizer, cleaned, self.config.max_length,
-                              self.config.stride, self.config.max_chunks,
-                              self.config.text_prefix or "")
+    def encode(self, texts: list[str], spans: bool = False) -> list[EncodedArticle]:
+        """Clean and window `texts` as this model was trained to read them. `spans` keeps
+        the way back from tokens to characters of `texts` (for evidence)."""
+        boilerplate = self.config.clean_boilerplate
+        cleaned = [clean_text_mapped(t, boilerplate) if spans
+                   else (clean_text(t, boilerplate), None) for t in texts]
+        encoded = chunk_articles(self.tokenizer, [text for text, _ in cleaned],
+                                 self.config.max_length, self.config.stride,
+                                 self.config.max_chunks, self.config.text_prefix or "", spans)
+        if spans:
+            for article, (_, origin) in zip(encoded, cleaned):
+                article.origin = origin
+        return encoded
 
     def probabilities(self, encoded: list[EncodedArticle],
                       batch_size: int = 32) -> dict[str, np.ndarray]:
         """Per-task probabilities, one row per article: the network's (softmax or sigmoid),
         mixed with the task's lexical model where it has one."""
-        embeddings = self.embed_windows(encoded, batch_size)
-        logits = self.score(embeddings, encoded)
+        logits = self.score(self.embed_windows(encoded, batch_size), encoded)
+        return {name: mixed for name, (mixed, _, _) in self.mix(logits, encoded).items()}
+
+    def mix(self, logits: dict[str, np.ndarray], encoded: list[EncodedArticle]
+            ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Per task: the probabilities served, the network's alone, and the lexical
+        model's (None without one); served = w * lexical + (1 - w) * network."""
         out = {}
         for task in self.tasks:
             values = torch.from_numpy(logits[task.name])
-            probs = (torch.sigmoid(values) if task.type == MULTI_LABEL
-                     else torch.softmax(values, dim=-1)).numpy()
-            weight = task.lexical_weight
+            network = (torch.sigmoid(values) if task.type == MULTI_LABEL
+                       else torch.softmax(values, dim=-1)).numpy()
+            weight, lexical, probs = task.lexical_weight, None, network
             if weight and len(encoded):
                 if task.name not in self.lexical:
                     raise ValueError(f"task {task.name!r} mixes in a lexical model "
                                      f"(weight {weight}), but none was given")
                 lexical = self.lexical[task.name].probabilities([a.text for a in encoded])
-                probs = weight * lexical + (1.0 - weight) * probs
-            out[task.name] = probs.astype(np.float32)
+                probs = weight * lexical + (1.0 - weight) * network
+            out[task.name] = (probs.astype(np.float32), network, lexical)
         return out
 
     @property
@@ -161,10 +174,14 @@ class ArticleClassifier:
                                            pad_to_multiple_of=16, return_tensors="pt")
 
     @torch.inference_mode()
-    def embed_windows(self, encoded: list[EncodedArticle],
-                      batch_size: int = 32) -> torch.Tensor:
+    def embed_windows(self, encoded: list[EncodedArticle], batch_size: int = 32,
+                      token_heads: torch.Tensor | None = None):
         """One fp32 CPU row per window of `encoded`, article by article, window by window.
-        `batch_size` counts windows per encoder call."""
+        `batch_size` counts windows per encoder call.
+
+        With `token_heads` (hidden x columns), also returns, per window, every token's
+        state times `token_heads` divided by the window's token count: each token's term
+        in a linear head applied to the mean-pooled window (see model/evidence.py)."""
         was_training = self.network.training
         self.network.eval()
         device = self.device
@@ -172,13 +189,20 @@ class ArticleClassifier:
         embeddings = torch.zeros((n_windows, self.network.encoder.config.hidden_size))
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         autocast = torch.autocast(device.type, dtype=half) if half else nullcontext()
+        per_token: list = [None] * n_windows
         with autocast:
             for rows, batch in self.window_batches(encoded, batch_size):
-                emb = self.network.embed_chunks(batch["input_ids"].to(device),
-                                                batch["attention_mask"].to(device))
-                embeddings[rows] = emb.float().cpu()
+                mask = batch["attention_mask"].to(device)
+                states = self.network.token_states(batch["input_ids"].to(device), mask)
+                embeddings[rows] = self.network.pool_tokens(states, mask).float().cpu()
+                if token_heads is not None:
+                    with torch.autocast(device.type, enabled=False):  # heads score in fp32
+                        terms = (states.float() @ token_heads.to(device)) \
+                            / mask.sum(1, keepdim=True).unsqueeze(-1)
+                    for row, values, n in zip(rows, terms.cpu().numpy(), mask.sum(1).tolist()):
+                        per_token[row] = values[:n]
         self.network.train(was_training)
-        return embeddings
+        return embeddings if token_heads is None else (embeddings, per_token)
 
     @torch.inference_mode()
     def score(self, embeddings: torch.Tensor,
@@ -206,13 +230,24 @@ class ArticleClassifier:
     # -- prediction ---------------------------------------------------------------------
     def predict(self, texts, *, batch_size: int = 32, threshold: float | None = None,
                 top_k: int | None = None, at_least_one: bool = True,
-                progress: bool = False):
+                progress: bool = False, evidence: int | bool = 0,
+                evidence_method: str = "auto"):
         """Predict every task for one text (returns a dict) or a list of texts (a list).
 
         Multi-label tasks use the per-label thresholds stored in the artifact unless
         `threshold` (one value for all labels) or `top_k` (the k best labels) is given;
         `at_least_one` adds the best label when none passes its threshold.
+
+        `evidence=K` (True: 3) adds `evidence`: for every task, for each label it gives,
+        the K passages that raise that label's probability most, best first, each with
+        `start`/`end` (character offsets into the text passed in, in code points), its
+        `score` (the probability it adds, to first order) and its `text`. `evidence_method`:
+        `attribution`, `sentences` or `auto` (attribution where the encoder is mean-pooled);
+        model/evidence.py says how each works.
         """
+        n_evidence = 3 if evidence is True else int(evidence or 0)
+        if n_evidence < 0:
+            raise ValueError(f"evidence must be a number of passages >= 0, got {evidence!r}")
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         for i, text in enumerate(texts):
@@ -222,11 +257,19 @@ class ArticleClassifier:
         step = max(batch_size * 8, 256)
         with tqdm(total=len(texts), desc="predict", unit="article", disable=not progress) as bar:
             for start in range(0, len(texts), step):
-                encoded = self.encode(texts[start:start + step])
-                probs = self.probabilities(encoded, batch_size)
+                chunk = texts[start:start + step]
+                encoded = self.encode(chunk, spans=bool(n_evidence))
+                if n_evidence:
+                    probs, passages = explain(self, encoded, chunk, batch_size,
+                                              evidence_method)
+                else:
+                    probs, passages = self.probabilities(encoded, batch_size), None
                 for j, art in enumerate(encoded):
-                    outputs.append(self.format_prediction({k: v[j] for k, v in probs.items()},
-                                                          art, threshold, top_k, at_least_one))
+                    out = self.format_prediction({k: v[j] for k, v in probs.items()}, art,
+                                                 threshold, top_k, at_least_one)
+                    if passages is not None:
+                        out["evidence"] = passages[j].select(out, n_evidence)
+                    outputs.append(out)
                 bar.update(len(encoded))
         return outputs[0] if single else outputs
 

@@ -46,10 +46,18 @@ class ArticleClassifierNetwork(nn.Module):
 
     def embed_chunks(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         """One vector per chunk: mean of the token states (as all-MiniLM was trained) or [CLS]."""
+        states = self.token_states(input_ids, attention_mask, token_type_ids)
+        return self.pool_tokens(states, attention_mask)
+
+    def token_states(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """The encoder's last hidden state of every token of every chunk."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        states = self.encoder(**kwargs).last_hidden_state
+        return self.encoder(**kwargs).last_hidden_state
+
+    def pool_tokens(self, states: torch.Tensor, attention_mask) -> torch.Tensor:
+        """Token states to one chunk vector, by the model's `token_pooling`."""
         if self.model_config.token_pooling == "cls":
             return states[:, 0]
         mask = attention_mask.unsqueeze(-1).to(states.dtype)

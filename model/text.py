@@ -16,12 +16,14 @@ import numpy as np
 # C0/C1 control characters other than tab and newline: they carry no meaning in an
 # article and some tokenizers map them to [UNK].
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_NEWLINES = re.compile(r"\r\n?")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 # Lines that mark the start of scraped page furniture at the end of an article.
 _BOILERPLATE_MARKERS = re.compile(
     r"^\s*(featured video|latest news|related (news|articles|stories|posts)|read more|"
+    r"editorial picks?|top stories|most (read|popular|viewed)|more stories|we use cookies|"
     r"read the whole article|more from|recommended|trending|you may also like|"
     r"receive our daily newsletter|sign up for|subscribe|share this|follow (us|on)|"
     r"advertisement|comments?\b|email \*|(article )?(posted|reprinted) with permission|"
@@ -33,25 +35,102 @@ _BOILERPLATE_MARKERS = re.compile(
 def clean_text(text: str, clean_boilerplate: bool = False) -> str:
     """Normalise Unicode and whitespace, drop control characters, optionally cut the
     trailing page boilerplate that scrapers leave after the article body."""
-    text = unicodedata.normalize("NFC", text)
-    text = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = _SPACES.sub(" ", text)
-    text = _BLANK_LINES.sub("\n\n", text).strip()
+    return _clean(text, clean_boilerplate, mapped=False)[0]
+
+
+def clean_text_mapped(text: str, clean_boilerplate: bool = False) -> tuple[str, np.ndarray]:
+    """`clean_text` and, for every character of its result, the index in `text` of the
+    character it came from (one more entry maps the end of the result), so that
+    passages found in the cleaned text can be given as offsets into the user's text."""
+    return _clean(text, clean_boilerplate, mapped=True)
+
+
+def _clean(text: str, clean_boilerplate: bool, mapped: bool):
+    """The one cleaning rule, with or without the origin map (which costs a little)."""
+    if mapped:
+        text, origin = _nfc_mapped(text)
+    else:
+        text, origin = unicodedata.normalize("NFC", text), None
+    for pattern, replacement in ((_NEWLINES, "\n"), (_CONTROL, " "), (_SPACES, " "),
+                                 (_BLANK_LINES, "\n\n")):
+        if mapped:
+            text, origin = _sub_mapped(pattern, replacement, text, origin)
+        else:
+            text = pattern.sub(replacement, text)
+    start = len(text) - len(text.lstrip())
+    end = len(text.rstrip())
     if clean_boilerplate:
-        text = strip_boilerplate(text)
-    return text
+        end = start + len(strip_boilerplate(text[start:end]))
+    return text[start:end], (np.append(origin[start:end], origin[end]) if mapped else None)
+
+
+def _sub_mapped(pattern: re.Pattern, replacement: str, text: str,
+                origin: np.ndarray) -> tuple[str, np.ndarray]:
+    """`pattern.sub(replacement, text)`, carrying the origin map: replacement characters
+    map to the start of what they replace."""
+    pieces, maps, done = [], [], 0
+    for match in pattern.finditer(text):
+        if match.group() == replacement:
+            continue  # already clean (most single spaces and paragraph breaks)
+        pieces += [text[done:match.start()], replacement]
+        maps += [origin[done:match.start()], np.full(len(replacement), origin[match.start()])]
+        done = match.end()
+    if not pieces:
+        return text, origin
+    pieces.append(text[done:])
+    maps.append(origin[done:])
+    return "".join(pieces), np.concatenate(maps)
+
+
+def _nfc_mapped(text: str) -> tuple[str, np.ndarray]:
+    """NFC normalisation with an origin map (see `clean_text_mapped`). Composition happens
+    within a base character and its combining marks, so each such cluster is normalised
+    on its own; in the rare text where that differs from normalising the whole (Hangul
+    written as separate jamo), positions are spread in proportion instead."""
+    if unicodedata.is_normalized("NFC", text):
+        return text, np.arange(len(text) + 1)
+    whole = unicodedata.normalize("NFC", text)
+    starts = [i for i, ch in enumerate(text) if i == 0 or not unicodedata.combining(ch)]
+    pieces, maps = [], []
+    for begin, end in zip(starts, starts[1:] + [len(text)]):
+        piece = unicodedata.normalize("NFC", text[begin:end])
+        pieces.append(piece)
+        # A cluster that keeps its length maps one to one; one that composes maps to its base.
+        maps.append(np.arange(begin, end) if len(piece) == end - begin
+                    else np.full(len(piece), begin))
+    if "".join(pieces) != whole:
+        spread = np.floor(np.arange(len(whole)) * len(text) / max(len(whole), 1))
+        return whole, np.append(spread.astype(np.int64), len(text))
+    return whole, np.append(np.concatenate(maps).astype(np.int64), len(text))
 
 
 def strip_boilerplate(text: str) -> str:
-    """Cut the text at the first boilerplate marker line found in its last third, where
-    navigation and newsletter blocks live; the article body before it is kept whole."""
+    """Cut the page furniture scrapers leave after an article body.
+
+    The cut is found at the first marker line ("Latest News", "Subscribe", "©", ...) in
+    the text's last third, where such blocks live, so a "read more" inside the story is
+    never taken for one. Furniture often begins higher, with lists of other headlines
+    under their own headings ("Featured Video", "Editorial Pick"): from the cut, the rule
+    walks up over headline-like lines (short, no closing full stop) and moves the cut to
+    any marker it meets there; with no marker in the last third it walks up from the end
+    the same way, since a long headline list can fill the last third by itself. A short
+    line of the story only goes if a marker stands above it, so the story is kept whole."""
     lines = text.split("\n")
     start = int(len(lines) * 2 / 3)
-    for i in range(start, len(lines)):
+    cut = next((i for i in range(start, len(lines)) if _BOILERPLATE_MARKERS.match(lines[i])),
+               len(lines))
+    i = cut - 1
+    while i > 0 and (_BOILERPLATE_MARKERS.match(lines[i]) or _headline_like(lines[i])):
         if _BOILERPLATE_MARKERS.match(lines[i]):
-            kept = "\n".join(lines[:i]).strip()
-            return kept or text
-    return text
+            cut = i
+        i -= 1
+    return "\n".join(lines[:cut]).strip() or text
+
+
+def _headline_like(line: str) -> bool:
+    line = line.strip()
+    return not line or (len(line) <= 150 and not line.endswith((".", "!", "?", ":", ";", ",",
+                                                                 '"', "\u201d", "'")))
 
 
 def join_title(title: str | None, text: str) -> str:
@@ -74,6 +153,11 @@ class EncodedArticle:
     n_tokens: int
     n_windows_total: int
     text: str = ""  # the cleaned text the windows were cut from (read by lexical models)
+    # With `spans=True`: per window, each token's [start, end) in `text` (-1 for special
+    # and prefix tokens), so evidence can be traced back to characters.
+    spans: list[np.ndarray] | None = None
+    # Index in the caller's text of each character of `text` (`clean_text_mapped`).
+    origin: np.ndarray | None = None
 
     @property
     def truncated(self) -> bool:
@@ -81,14 +165,16 @@ class EncodedArticle:
 
 
 def chunk_articles(tokenizer, texts: list[str], max_length: int, stride: int,
-                   max_chunks: int, prefix: str = "") -> list[EncodedArticle]:
+                   max_chunks: int, prefix: str = "", spans: bool = False
+                   ) -> list[EncodedArticle]:
     """Tokenise whole articles into overlapping windows of `max_length` tokens.
 
     The fast tokenizer does the windowing itself (`return_overflowing_tokens`), so windows
     respect word pieces and special tokens. An article needing more than `max_chunks`
     windows keeps that many, spread evenly from its first window to its last. A `prefix`
     (e5 encoders read passages as "passage: ...") starts every window, right after the
-    first special token, and leaves that much less room for the article.
+    first special token, and leaves that much less room for the article. `spans` keeps
+    each token's character span (`EncodedArticle.spans`).
     """
     prefix_ids = prefix_token_ids(tokenizer, prefix)
     # The prefix goes after the first special token ([CLS] / <s>), where the encoder saw it.
@@ -98,19 +184,28 @@ def chunk_articles(tokenizer, texts: list[str], max_length: int, stride: int,
     enc = tokenizer(texts, max_length=max_length - len(prefix_ids), stride=stride,
                     truncation=True,
                     return_overflowing_tokens=True, return_attention_mask=False,
-                    return_token_type_ids=False)
+                    return_token_type_ids=False, return_offsets_mapping=spans,
+                    return_special_tokens_mask=spans)
     per_article: list[list[list[int]]] = [[] for _ in texts]
-    for window, article in zip(enc["input_ids"], enc["overflow_to_sample_mapping"]):
+    per_article_spans: list[list[np.ndarray]] = [[] for _ in texts]
+    for w, (window, article) in enumerate(zip(enc["input_ids"],
+                                              enc["overflow_to_sample_mapping"])):
         per_article[article].append(window[:at] + prefix_ids + window[at:] if prefix_ids
                                     else window)
+        if spans:
+            where = np.array(enc["offset_mapping"][w], dtype=np.int64).reshape(-1, 2)
+            where[np.array(enc["special_tokens_mask"][w], dtype=bool)] = -1
+            where = np.concatenate([where[:at], np.full((len(prefix_ids), 2), -1), where[at:]])
+            per_article_spans[article].append(where)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     encoded = []
     for windows in per_article:
         n_tokens = (sum(len(w) - n_special - len(prefix_ids) for w in windows)
                     - stride * (len(windows) - 1))
         keep = spread_indices(len(windows), max_chunks)
+        kept_spans = [per_article_spans[len(encoded)][i] for i in keep] if spans else None
         encoded.append(EncodedArticle([windows[i] for i in keep], max(n_tokens, 0),
-                                      len(windows), texts[len(encoded)]))
+                                      len(windows), texts[len(encoded)], kept_spans))
     return encoded
 
 

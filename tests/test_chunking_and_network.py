@@ -72,6 +72,18 @@ def test_boilerplate_is_cut_only_at_the_end():
     assert strip_boilerplate(early) == early
 
 
+def test_boilerplate_cut_moves_up_over_headline_lists_to_their_heading():
+    """Page furniture that starts above the last third: headline lists under their own
+    headings, as the scraped sample article has them. A short line of the story with no
+    marker above it stays."""
+    story = "\n\n".join(f"Paragraph {i} of the story about the call." for i in range(5))
+    lists = ("Featured Video\nPutin warns the West\nMarkets fall again\nEditorial Pick\n"
+             "A new look at the war\nLatest News\n" + "\n".join(f"Headline {i}" for i in range(8)))
+    assert strip_boilerplate(f"{story}\n\n{lists}") == story
+    signed = f"{story}\nBy John Smith\n" + "\n".join(["x"] * 6) + "\nLatest News\nHeadline"
+    assert strip_boilerplate(signed).endswith("By John Smith\nx\nx\nx\nx\nx\nx")
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
 def test_pooling_groups_chunks_by_article(tiny_encoder, pooling):
     torch.manual_seed(0)

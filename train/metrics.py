@@ -84,21 +84,28 @@ def _per_class(names, p, r, f, s) -> dict:
                    "support": int(s[i])} for i, name in enumerate(names)}
 
 
+CPU_FLAGS = ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
 def environment() -> dict:
     """Hardware and library versions, so a number can be traced to where it was measured."""
     import sklearn
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                # The features that decide CPU speed and `auto` precision here.
+                flags = [f for f in line.split(":", 1)[1].split() if f in CPU_FLAGS]
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu, "cpu_flags": flags, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "scikit_learn": sklearn.__version__,
