@@ -3,6 +3,7 @@
     article-classifier predict runs/bbc_topic/model articles.jsonl --output predictions.jsonl
     article-classifier predict MODEL articles.csv --text-column body --output out.jsonl
     article-classifier predict MODEL folder_of_txt/ --output out.jsonl --batch-size 64
+    article-classifier predict MODEL crawl.warc.gz --output out.jsonl   # or page.html
     article-classifier profile predictions.jsonl --by source --out profile/
     article-classifier serve MODEL --port 8000 [--profile predictions.jsonl]   # page at /
     article-classifier encoders list
@@ -15,13 +16,16 @@ import argparse
 import json
 import shutil
 import sys
+from collections import Counter
 from itertools import islice
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .crawl import describe_skipped
+from .evidence import in_fields
 from .inference import load_classifier
-from .inputs import iter_articles
+from .inputs import count_records, iter_articles
 from .profile import framing_profile, read_predictions, write_profile
 
 MAX_CHUNKS_HELP = ("read at most N token windows of each article, spread over it (default: "
@@ -34,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("predict", help="batch prediction over a file or folder")
     p.add_argument("model", help="model artifact folder (e.g. runs/bbc_topic/model)")
-    p.add_argument("input", help="JSONL file, CSV/TSV file, or folder of .txt files")
+    p.add_argument("input", help="JSONL file (with text, or html and url), CSV/TSV file, web "
+                                 "page (.html), WARC crawl (.warc, .warc.gz), or a folder of "
+                                 ".txt, .html and WARC files")
     p.add_argument("--output", "-o", required=True, help="where to write JSONL predictions")
     p.add_argument("--batch-size", type=int, default=32, help="token windows per forward pass")
     p.add_argument("--text-column", default="text")
@@ -47,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="copy this input field (e.g. source) into each output line")
     p.add_argument("--threshold", type=float, help="one decision threshold for all frames")
     p.add_argument("--top-k", type=int, help="give the k best frames of each article")
+    p.add_argument("--evidence", type=int, nargs="?", const=3, default=0, metavar="K",
+                   help="add each given label's K best evidence passages (default K: 3), "
+                        "with character offsets into the record's title or text")
+    p.add_argument("--evidence-method", default="auto",
+                   choices=("auto", "attribution", "sentences"),
+                   help="how passages are scored (README: Evidence); auto: attribution "
+                        "where the encoder is mean-pooled")
     p.add_argument("--resume", action="store_true",
                    help="keep the complete lines of an earlier, interrupted run and go on")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -130,13 +143,14 @@ def run_predict(args) -> int:
     output, source = Path(args.output), Path(args.input)
     if output.resolve() == source.resolve():
         raise ValueError("--output must not be the input file")
-    total = count_inputs(source)
+    total = count_records(source)
     done = completed_lines(output) if args.resume else 0
     check_writable(output, (total or 0) - done)
     clf = load_classifier(args.model, precision=args.precision, device=args.device,
                           allow_pickle=args.allow_pickle, max_chunks=args.max_chunks)
+    skipped: Counter = Counter()  # WARC records that are not pages, by reason
     records = islice(iter_articles(source, args.text_column, args.id_column,
-                                   args.title_column), done, None)
+                                   args.title_column, skipped), done, None)
     n_errors = n_written = 0
     try:
         with open(output, "a" if done else "w", encoding="utf-8") as out, \
@@ -156,6 +170,8 @@ def run_predict(args) -> int:
     print(f"wrote {n_written} predictions to {output}"
           + (f" after the {done} already there" if done else "")
           + f" ({n_errors} records with errors)", file=sys.stderr)
+    if skipped:
+        print(describe_skipped(skipped), file=sys.stderr)
     return 0
 
 
@@ -163,17 +179,37 @@ def predict_slice(clf, batch, args) -> tuple[list[str], int]:
     """One output line per input record, in order; unreadable records get an error line."""
     good = [r for r in batch if r.error is None]
     predictions = iter(clf.predict([r.text for r in good], batch_size=args.batch_size,
-                                   threshold=args.threshold, top_k=args.top_k))
+                                   threshold=args.threshold, top_k=args.top_k,
+                                   evidence=args.evidence,
+                                   evidence_method=args.evidence_method))
     lines, errors = [], 0
     for record in batch:
         kept = {name: record.fields.get(name) for name in args.keep}
         if record.error is None:
-            line = {"id": record.id, **kept, **next(predictions)}
+            line = {"id": record.id, **record.origin, **kept, **next(predictions)}
+            if "evidence" in line:
+                in_fields(line["evidence"], *record_fields(record, args))
+                if record.origin:  # a web page: offsets count in the article as read
+                    for passage in (p for by_label in line["evidence"].values()
+                                    for ps in by_label.values() for p in ps):
+                        passage["field"] = "page"
         else:
             errors += 1
-            line = {"id": record.id, **kept, "error": record.error, "where": record.where}
+            line = {"id": record.id, **record.origin, **kept, "error": record.error,
+                    "where": record.where}
         lines.append(json.dumps(line, ensure_ascii=False) + "\n")
     return lines, errors
+
+
+def record_fields(record, args) -> tuple[str | None, str | None]:
+    """The title and text a record's evidence offsets count in (a .txt file or a web page:
+    the text as read, title first)."""
+    if not record.fields or record.origin:
+        return None, record.text
+    title = record.fields.get(args.title_column)
+    text = record.fields.get(args.text_column)
+    return (title if isinstance(title, str) else None), (text if isinstance(text, str)
+                                                         else None)
 
 
 def completed_lines(output: Path) -> int:
@@ -259,17 +295,6 @@ def run_profile(args) -> int:
     print(f"profiled {groups} values of {args.by!r} ({skipped} lines without a prediction "
           f"skipped); wrote {', '.join(map(str, paths))}", file=sys.stderr)
     return 0
-
-
-def count_inputs(path: Path) -> int | None:
-    """Number of records, for the progress bar (lines of a file, .txt files of a folder)."""
-    if path.is_dir():
-        return sum(1 for _ in path.rglob("*.txt"))
-    if not path.is_file():
-        return None
-    with open(path, "rb") as handle:
-        lines = sum(1 for line in handle if line.strip())
-    return lines - 1 if path.suffix.lower() in (".csv", ".tsv") else lines
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@
 
 The input is JSONL (a file, or a folder of shards) or Parquet, local or any URI that
 pyarrow's filesystems read (s3://, gs://, ...); every record needs an id column, since
-line numbers mean nothing once a corpus is sharded. `map_batches` runs an actor pool:
-each actor loads the model once and predicts batch after batch. The output is a folder
-of JSONL shards, or of Parquet files when --output ends in `.parquet`, one row per input
-record: its `id` and `prediction`, the JSON text of the very object the local engine
-writes for that record (kept fields included; error lines name the file they came from).
+line numbers mean nothing once a corpus is sharded. Web pages and WARC crawls are read
+by the local engine only (`model/crawl.py`); records must give `text`. `map_batches`
+runs an actor pool: each actor loads the model once and predicts batch after batch. The
+output is a folder of JSONL shards, or of Parquet files when --output ends in `.parquet`,
+one row per input record: its `id` and `prediction`, the JSON text of the very object the
+local engine writes for that record (kept fields included; error lines name the file
+they came from).
 Install with `pip install article-classifier[ray]`.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .inputs import JSONL_SUFFIXES, record_text
+from .inputs import HTML_SUFFIXES, JSONL_SUFFIXES, WARC_SUFFIXES, record_text
 
 
 class RayPredictor:
@@ -76,6 +78,10 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
             from err
     device = ray_device(device, gpus_per_worker)
     filesystem, files, prefix = _list_files(source)
+    pages = [f for f in files if f.lower().endswith(HTML_SUFFIXES + WARC_SUFFIXES)]
+    if pages:
+        raise ValueError(f"{source}: the Ray engine does not read web pages or WARC files "
+                         f"({pages[0]}); use --engine local")
     if not ray.is_initialized():
         # Joins the cluster named by RAY_ADDRESS, or starts a local one (before reading:
         # Ray Data would otherwise start one with its own defaults).

@@ -3,6 +3,8 @@
     article-classifier serve runs/bbc_topic/model --host 127.0.0.1 --port 8000
 
     POST /predict   {"text": "..."}  or  {"articles": [{"id": "a1", "title": "...", "text": "..."}]}
+                    a web page: {"html": "<html>...", "url": "https://..."} (also in articles)
+                    "evidence": K adds each given label's K best passages (model/evidence.py)
     GET  /health    liveness and the loaded model
     GET  /metadata  tasks, labels, thresholds, preprocessing and the model card metrics
     GET  /docs      OpenAPI documentation
@@ -21,13 +23,15 @@ import functools
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
+from .evidence import in_fields
 from .inference import ArticleClassifier, load_classifier
-from .inputs import record_text
+from .inputs import read_record, uses_html
 from .page import add_page
 
 
@@ -44,30 +48,63 @@ class ServiceLimits:
 
 
 class Article(BaseModel):
-    """One article: its `text`, `title`, or both (read as batch prediction reads them)."""
+    """One article: its `text`, `title`, or both (read as batch prediction reads them), or
+    a web page's `html` (and `url`), whose article is extracted as for `predict`."""
 
     id: str | int | None = None
     title: str | None = None
     text: str | None = None
+    html: str | None = None
+    url: str | None = None
 
 
 class PredictRequest(BaseModel):
-    """One article (`text` and/or `title`) or a batch (`articles`)."""
+    """One article (`text` and/or `title`, or `html`) or a batch (`articles`)."""
 
     text: str | None = None
     title: str | None = None
+    html: str | None = None
+    url: str | None = None
     articles: list[Article] | None = None
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1)
+    evidence: int = Field(default=0, ge=0, le=20,
+                          description="K: each given label's K best evidence passages")
+    evidence_method: Literal["auto", "attribution", "sentences"] = "auto"
 
     @model_validator(mode="after")
     def one_kind(self):
-        single = self.text is not None or self.title is not None
+        single = any(v is not None for v in (self.text, self.title, self.html))
         if single == (self.articles is not None):
-            raise ValueError("give either 'text' (with an optional 'title') or 'articles'")
+            raise ValueError("give either 'text' (with an optional 'title'), 'html' (with an "
+                             "optional 'url') or 'articles'")
         if self.articles is not None and not self.articles:
             raise ValueError("'articles' is empty")
         return self
+
+
+ARTICLE_FIELDS = {"text", "title", "html", "url"}  # what an article may give
+
+
+def read_articles(records: list[tuple[str, object, dict]],
+                  max_chars: int) -> list[tuple[object, str, dict]]:
+    """`(id, text, page)` for each `(where, id, record)`, read as `predict` reads records;
+    `page` is what an `html` article gave (title, text, date, source, url), else empty.
+    The first unreadable or over-long article is a 422 naming it and its field."""
+    items = []
+    for where, rid, record in records:
+        field = "html" if uses_html(record) else "text"
+        text, page = None, None
+        if field == "html" and len(record["html"]) > max_chars:  # not parsed at all
+            error = f"{len(record['html'])} characters; at most {max_chars}"
+        else:
+            text, page, error = read_record(record)
+            if error is None and len(text) > max_chars:
+                error = f"{len(text)} characters; at most {max_chars}"
+        if error is not None:
+            raise HTTPException(422, f"{where}{field}: {error}")
+        items.append((rid, text, page or {}))
+    return items
 
 
 class BatcherDown(RuntimeError):
@@ -272,27 +309,32 @@ def create_app(model_dir: str, precision: str = "auto",
     async def predict(body: PredictRequest):
         started = time.perf_counter()
         if body.articles is None:
-            records = [("", None, {"text": body.text, "title": body.title})]
+            records = [("", None, body.model_dump(include=ARTICLE_FIELDS))]
         else:
             if len(body.articles) > limits.max_articles:
                 raise HTTPException(422, f"'articles' has {len(body.articles)} items; at most "
                                          f"{limits.max_articles} per request")
-            records = [(f"articles[{i}].", a.id, {"text": a.text, "title": a.title})
+            records = [(f"articles[{i}].", a.id, a.model_dump(include=ARTICLE_FIELDS))
                        for i, a in enumerate(body.articles)]
-        items = []
-        for where, rid, record in records:
-            text, error = record_text(record)
-            if error is None and len(text) > limits.max_article_chars:
-                error = f"{len(text)} characters; at most {limits.max_article_chars}"
-            if error is not None:
-                raise HTTPException(422, f"{where}text: {error}")
-            items.append((rid, text))
+        read = functools.partial(read_articles, records, limits.max_article_chars)
+        # Extracting a page parses its HTML (milliseconds, more for a big page), so pages
+        # are read off the event loop, which keeps serving other requests meanwhile.
+        items = (await asyncio.to_thread(read) if any(uses_html(r) for _, _, r in records)
+                 else read())
         options = {"threshold": body.threshold, "top_k": body.top_k}
-        outputs = await batcher.predict([t for _, t in items], options)
+        if body.evidence:
+            options.update(evidence=body.evidence, evidence_method=body.evidence_method)
+        outputs = await batcher.predict([t for _, t, _ in items], options)
+        for (_, _, record), (_, _, page), output in zip(records, items, outputs):
+            # Offsets into the title or text the caller sent; for a page, into the title
+            # and text the answer gives (what was extracted and read).
+            if "evidence" in output:
+                in_fields(output["evidence"], record.get("title") or page.get("title"),
+                          page.get("text") or record.get("text"))
         took = round((time.perf_counter() - started) * 1000, 2)
         if body.articles is None:
-            return {**outputs[0], "took_ms": took}
-        return {"predictions": [{"id": i, **o} for (i, _), o in zip(items, outputs)],
+            return {**items[0][2], **outputs[0], "took_ms": took}
+        return {"predictions": [{"id": i, **page, **o} for (i, _, page), o in zip(items, outputs)],
                 "took_ms": took}
 
     add_page(app, profile)
