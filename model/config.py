@@ -40,7 +40,9 @@ class ModelConfig:
         text_prefix: text put in front of every window (e5 encoders expect "passage: ");
             None (the default) takes a packaged encoder's own prefix, else none.
         dropout: dropout in front of the heads.
-        clean_boilerplate: strip trailing page boilerplate (link lists, newsletter prompts).
+        clean_boilerplate: cut the page furniture after an article body (headline lists,
+            newsletter and cookie notices; `model.text.strip_boilerplate`). On by default:
+            measured to undo furniture and to change nothing else (BENCHMARKS.md, Cleaning).
     """
 
     encoder: str = DEFAULT_ENCODER
@@ -53,7 +55,7 @@ class ModelConfig:
     token_pooling: str = "auto"
     text_prefix: str | None = None
     dropout: float = 0.1
-    clean_boilerplate: bool = False
+    clean_boilerplate: bool = True
 
     def __post_init__(self):
         if self.max_length < 8:

@@ -29,6 +29,9 @@ from urllib.parse import urlsplit
 # story of even two or three sentences runs past it. Characters, not words, so that
 # languages written without spaces are measured alike.
 MIN_ARTICLE_CHARS = 200
+# Above this share of list-item text, a page is a list of links, not an article (articles
+# with a bulleted passage stay well under it).
+LIST_SHARE = 0.6
 # trafilatura's own limit (MAX_FILE_SIZE); a WARC response body is read up to this much.
 MAX_PAGE_BYTES = 20_000_000
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -60,12 +63,20 @@ def extract_page(html: str | bytes, url: str | None = None,
     except Exception as err:  # noqa: BLE001 - a crawl holds every kind of broken page
         return None, f"could not parse the page ({type(err).__name__}: {err})"[:300]
     text = (doc.text or "").strip() if doc is not None else ""
-    if len(text) < MIN_ARTICLE_CHARS:
+    if len(text) < MIN_ARTICLE_CHARS or _mostly_lists(text):
         return None, NO_ARTICLE
     page_url = url or doc.url
     return {"title": doc.title or None, "text": text, "date": doc.date or None,
             "source": site_of(page_url) or site_of(doc.hostname) or doc.sitename or None,
             "url": page_url or None}, None
+
+
+def _mostly_lists(text: str) -> bool:
+    """Whether most of an extracted text is list items ("- " lines, as trafilatura writes
+    them): a front page of long headline links can pass for text, an article cannot."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    listed = sum(len(line) for line in lines if line.startswith("- "))
+    return listed > LIST_SHARE * sum(len(line) for line in lines)
 
 
 def site_of(url: str | None) -> str | None:

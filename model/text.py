@@ -128,9 +128,12 @@ def strip_boilerplate(text: str) -> str:
 
 
 def _headline_like(line: str) -> bool:
-    line = line.strip()
-    return not line or (len(line) <= 150 and not line.endswith((".", "!", "?", ":", ";", ",",
-                                                                 '"', "\u201d", "'")))
+    """Short, and not closed like a sentence of running text (quotes aside: headlines
+    often end in a quoted word, and questions and exclamations are headlines too)."""
+    line = line.strip().rstrip("\"'\u2019\u201d)]")
+    if line.endswith(("...", "\u2026")):  # a headline cut short to fit a list
+        return len(line) <= 150
+    return not line or (len(line) <= 150 and not line.endswith((".", ":", ";", ",")))
 
 
 def join_title(title: str | None, text: str) -> str:

@@ -15,7 +15,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from model import crawl
-from model.crawl import NO_ARTICLE, extract_page, iter_warc, site_of
+from model.crawl import NO_ARTICLE, _mostly_lists, extract_page, iter_warc, site_of
 from model.inputs import count_records, iter_articles
 
 from .conftest import request, run_cli
@@ -133,6 +133,15 @@ def test_source_without_a_url_comes_from_the_page():
 ])
 def test_pages_without_an_article_are_errors_not_exceptions(html):
     assert extract_page(html, "https://example.com/x") == (None, NO_ARTICLE)
+
+
+def test_a_page_extracted_as_a_list_of_headlines_is_no_article():
+    """trafilatura keeps some front pages' long headline lists as "- " items; an article
+    with a bulleted passage in it is still an article."""
+    headlines = "\n".join(f"- {STORY[i % 2][:90]}" for i in range(30))
+    assert _mostly_lists(headlines) and _mostly_lists(f"Top stories\n{headlines}")
+    bulleted = "\n".join([STORY[0], "- lower rates", "- more jobs", STORY[1]])
+    assert not _mostly_lists(bulleted) and not _mostly_lists("\n".join(STORY))
 
 
 def test_bytes_are_decoded_with_the_declared_charset():

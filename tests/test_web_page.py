@@ -170,7 +170,8 @@ def test_article_submitted_by_keyboard_shows_the_apis_answer(browser, page_serve
                            ".startsWith('Classified')")
     assert text_of(driver, "error") == ""
 
-    status, api = request(page_server, "POST", "/predict", {"title": title, "text": text})
+    status, api = request(page_server, "POST", "/predict", {"title": title, "text": text,
+                                                            "evidence": 3})
     assert status == 200
     topic = driver.find_element(By.CSS_SELECTOR, ".task[data-task='topic'] .answer-label")
     assert topic.text == api["topic"]["label"]
@@ -189,7 +190,15 @@ def test_article_submitted_by_keyboard_shows_the_apis_answer(browser, page_serve
     cuts = dict(zip(frames_task["labels"], frames_task["thresholds"]))
     assert all(float(b["threshold"]) == pytest.approx(cuts[b["label"]]) for b in shown)
     assert text_of(driver, "article-text") == text
-    assert "no evidence passages" in text_of(driver, "evidence-note")
+    # The evidence of the label chosen at first is marked in the text: the API's passages
+    # that lie in the text (those in the title are not part of the shown text).
+    chosen = driver.find_element(By.CSS_SELECTOR, "input.evidence-choice:checked")
+    label = chosen.find_element(By.XPATH, "./ancestor::li").get_attribute("data-label")
+    task = chosen.find_element(By.XPATH, "./ancestor::*[@data-task]").get_attribute("data-task")
+    expected = {p["text"] for p in api["evidence"][task][label] if p["field"] == "text"}
+    marks = {m.text for m in driver.find_elements(By.CSS_SELECTOR, "#article-text mark")}
+    assert marks == expected
+    assert f"for {label} ({task})" in text_of(driver, "evidence-note")
     # Nothing was fetched from anywhere but this service.
     assert driver.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
@@ -234,8 +243,9 @@ def test_errors_are_said_in_words(browser, page_server, tmp_path):
 
 
 def test_evidence_of_the_chosen_frame_is_marked(browser, page_server, tmp_path):
-    """The /predict answer has no evidence yet; the page's fetch adds some in the browser,
-    in the planned shape (offsets in code points into the text sent)."""
+    """The page's fetch puts known passages into the answer, to check that offsets count
+    in code points (an emoji before a passage), that a passage found by its offsets alone
+    is marked, and that the marks follow the chosen label, also from the keyboard."""
     driver, base = browser, f"http://127.0.0.1:{page_server}"
     shots.open_page(driver, base)
     text = "\U0001F4B0 the tax budget and wages. Then the court ruling and the judge."

@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cost-articles", type=int, default=30)
     parser.add_argument("--limit", type=int, help="the first N held-out articles only")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="time it only; keep the faithfulness results of an earlier run "
+                             "of the same --name")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--network-only", action="store_true",
                         help="drop the lexical component (its weight set to 0): the "
@@ -203,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
                 "lexical_weights": {t.name: t.lexical_weight for t in clf.tasks},
                 "precision": clf.precision, "command": " ".join(sys.argv),
                 "environment": environment()}
-    document["faithfulness"] = faithfulness(clf, texts, args.task, args.k, args.seed,
-                                            args.batch_size)["results"]
-    document["cost"] = cost(clf, texts[:args.cost_articles], args.repeats, args.batch_size)
     out = Path("bench/results")
     out.mkdir(parents=True, exist_ok=True)
+    if args.cost_only:
+        document["faithfulness"] = json.loads((out / f"{args.name}.json").read_text())[
+            "faithfulness"]
+    else:
+        document["faithfulness"] = faithfulness(clf, texts, args.task, args.k, args.seed,
+                                                args.batch_size)["results"]
+    document["cost"] = cost(clf, texts[:args.cost_articles], args.repeats, args.batch_size)
     (out / f"{args.name}.json").write_text(json.dumps(document, indent=2))
     (out / f"{args.name}.md").write_text(markdown(document))
     print(markdown(document))

@@ -54,7 +54,8 @@ async function classify(event) {
   const title = $("title").value;
   const text = $("text").value;
   const options = readOptions();
-  const body = { text, ...options };
+  // Three passages per given label: enough to read why, few enough to mark clearly.
+  const body = { text, evidence: 3, ...options };
   if (title.trim()) body.title = title;
   busy = true;
   $("submit").disabled = true;
