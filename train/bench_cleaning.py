@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import random
 import sys
 from pathlib import Path
@@ -37,7 +36,7 @@ from model.inference import decide, load_classifier
 from model.inputs import read_record
 
 from .bench_evidence import held_out_examples
-from .metrics import environment, task_metrics
+from .metrics import environment, save_result, task_metrics
 
 ARMS = ("clean", "clean + cutter", "furniture", "furniture + cutter", "html + trafilatura")
 BANNER = "We use cookies to give you the best experience. Accept all cookies"
@@ -157,11 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         examples = held_out_examples(Path(run), task)
         document["tasks"][task] = {"run": run, **evaluate(clf, examples, task, args.seed,
                                                           args.batch_size)}
-    out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(document, indent=2))
-    (out / f"{args.name}.md").write_text(markdown(document))
-    print(markdown(document))
+    save_result(args.name, document, markdown(document))
     return 0
 
 

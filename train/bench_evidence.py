@@ -36,7 +36,7 @@ from model.inference import load_classifier
 
 from .config import load_run_config
 from .data import load_task
-from .metrics import environment
+from .metrics import environment, save_result
 
 
 def held_out_examples(run: Path, task: str) -> list:
@@ -207,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
                 "precision": clf.precision, "command": " ".join(sys.argv),
                 "environment": environment()}
     out = Path("bench/results")
-    out.mkdir(parents=True, exist_ok=True)
     if args.cost_only:
         document["faithfulness"] = json.loads((out / f"{args.name}.json").read_text())[
             "faithfulness"]
@@ -215,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         document["faithfulness"] = faithfulness(clf, texts, args.task, args.k, args.seed,
                                                 args.batch_size)["results"]
     document["cost"] = cost(clf, texts[:args.cost_articles], args.repeats, args.batch_size)
-    (out / f"{args.name}.json").write_text(json.dumps(document, indent=2))
-    (out / f"{args.name}.md").write_text(markdown(document))
-    print(markdown(document))
+    save_result(args.name, document, markdown(document), out)
     return 0
 
 
