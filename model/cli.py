@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="copy this input field (e.g. source) into each output line")
     p.add_argument("--threshold", type=float, help="one decision threshold for all frames")
     p.add_argument("--top-k", type=int, help="give the k best frames of each article")
-    p.add_argument("--evidence", type=int, nargs="?", const=3, default=0, metavar="K",
+    p.add_argument("--evidence", type=passage_count, nargs="?", const=3, default=0,
+                   metavar="K",
                    help="add each given label's K best evidence passages (default K: 3), "
                         "with character offsets into the record's title or text")
     p.add_argument("--evidence-method", default="auto",
@@ -109,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def passage_count(value: str) -> int:
+    """--evidence K: checked before any output file is opened."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of passages >= 0, got {value!r}")
+    return int(value)
+
+
 def add_device_options(parser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (a CUDA GPU where there is one, else the CPU), cpu, cuda "
@@ -125,6 +133,8 @@ def run_predict(args) -> int:
     if args.engine == "ray":
         from .ray_engine import predict_with_ray
 
+        if args.evidence:
+            raise ValueError("--evidence works with --engine local only")
         if args.resume:
             raise ValueError("--resume works with --engine local only: Ray writes its output "
                              "as shards in whatever order blocks finish; write to a new "
@@ -189,10 +199,8 @@ def predict_slice(clf, batch, args) -> tuple[list[str], int]:
             line = {"id": record.id, **record.origin, **kept, **next(predictions)}
             if "evidence" in line:
                 in_fields(line["evidence"], *record_fields(record, args))
-                if record.origin:  # a web page: offsets count in the article as read
-                    for passage in (p for by_label in line["evidence"].values()
-                                    for ps in by_label.values() for p in ps):
-                        passage["field"] = "page"
+                if record.origin:  # a web page: offsets count in the text read, given here
+                    line["text"] = record.text
         else:
             errors += 1
             line = {"id": record.id, **record.origin, **kept, "error": record.error,

@@ -21,6 +21,7 @@ That one also serves encoders pooled by [CLS], where the sum above does not exis
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from .config import MULTI_LABEL, TaskSpec
-from .text import chunk_articles
+from .text import chunk_articles, title_prefix
 
 METHODS = ("attribution", "sentences")
 
@@ -52,9 +53,9 @@ def split_passages(text: str, min_chars: int = 2) -> list[tuple[int, int]]:
     for match in _SENTENCE_END.finditer(text):
         if match.group()[0] == ".":
             word = re.search(r"(\S+)$", text[start:match.start()])
-            word = word.group(1).lower().rstrip(".") if word else ""
-            if word.lstrip("(\"'“") in _ABBREVIATIONS or re.fullmatch(r"\W*[^\W\d_]", word):
-                continue
+            word = word.group(1).rstrip(".").lstrip("(\"'“") if word else ""
+            if word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper()):
+                continue  # Mr. Smith, U.S. officials, J. Smith
         bounds.append((start, match.start() + len(match.group().rstrip())))
         start = match.end()
     bounds.append((start, len(text)))
@@ -128,13 +129,17 @@ def probability_change(task: TaskSpec, probs: np.ndarray, contributions: np.ndar
 def top_passages(scores: np.ndarray, units: list[tuple[int, int]], origin: np.ndarray,
                  original: str, k: int) -> list[dict]:
     """The `k` best passages with a positive score, best first, as offsets into `original`
-    (the caller's text, through the cleaning map `origin`)."""
+    (the caller's text, through the cleaning map `origin`). Scores are what a passage adds
+    to the label's probability (attribution) or the label's probability for the passage
+    alone (sentences)."""
     order = np.argsort(-scores, kind="stable")[:k]
     out = []
     for u in order:
         if scores[u] <= 0:
             break
         start, end = int(origin[units[u][0]]), int(origin[units[u][1] - 1]) + 1
+        while end < len(original) and unicodedata.combining(original[end]):
+            end += 1  # a character NFC composed: the passage ends after its marks
         out.append({"start": start, "end": end, "score": round(float(scores[u]), 4),
                     "text": original[start:end]})
     return out
@@ -255,24 +260,21 @@ def sentence_probabilities(clf, encoded: list, units: list[list[tuple[int, int]]
 
 
 def in_fields(evidence: dict, title: str | None, text: str | None) -> dict:
-    """Evidence of a record that was read as `record_text` reads it (the title, a blank
-    line, then the text), with each passage's offsets moved into the field it lies in,
-    which `field` names ("title" or "text"). Passages never cross the blank line."""
-    stripped = (title or "").strip()
-    if not text:
-        field, joined = "title", False           # a headline alone was read as it is
+    """Evidence of a record that was read as `record_text` reads it (`join_title`: the
+    title, a blank line, then the text), with each passage's offsets moved into the field
+    it lies in, which `field` names ("title" or "text"). Passages never cross the blank
+    line, which always ends a passage."""
+    if not text:  # a headline alone was read as it is
+        prefix, field = "", "title"
     else:
-        field, joined = "text", bool(stripped) and not text.lstrip().startswith(stripped)
+        prefix, field = title_prefix(title, text), "text"
     lead = len(title or "") - len((title or "").lstrip())
     for passages in (p for labels in evidence.values() for p in labels.values()):
         for passage in passages:
-            if joined and passage["start"] < len(stripped):
+            if prefix and passage["start"] < len(prefix):
                 passage.update(field="title", start=passage["start"] + lead,
                                end=passage["end"] + lead)
-            elif joined:
-                shift = len(stripped) + 2
-                passage.update(field="text", start=passage["start"] - shift,
-                               end=passage["end"] - shift)
             else:
-                passage["field"] = field
+                passage.update(field=field, start=passage["start"] - len(prefix),
+                               end=passage["end"] - len(prefix))
     return evidence

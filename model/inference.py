@@ -241,13 +241,15 @@ class ArticleClassifier:
         `evidence=K` (True: 3) adds `evidence`: for every task, for each label it gives,
         the K passages that raise that label's probability most, best first, each with
         `start`/`end` (character offsets into the text passed in, in code points), its
-        `score` (the probability it adds, to first order) and its `text`. `evidence_method`:
+        `score` (attribution: the probability it adds, to first order; sentences: the
+        label's probability for it alone) and its `text`. `evidence_method`:
         `attribution`, `sentences` or `auto` (attribution where the encoder is mean-pooled);
         model/evidence.py says how each works.
         """
-        n_evidence = 3 if evidence is True else int(evidence or 0)
-        if n_evidence < 0:
-            raise ValueError(f"evidence must be a number of passages >= 0, got {evidence!r}")
+        if not isinstance(evidence, int) or evidence < 0:  # bool is an int: True, False
+            raise ValueError(f"evidence must be True, False or a number of passages >= 0, "
+                             f"got {evidence!r}")
+        n_evidence = 3 if evidence is True else int(evidence)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         for i, text in enumerate(texts):

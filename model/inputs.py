@@ -252,7 +252,8 @@ def read_record(record: dict, text_field: str = "text", title_field: str | None 
         return None, None, error
     title = (record.get(title_field) if title_field else None) or page["title"]
     text, error = record_text({"text": page["text"], "title": title})
-    return text, (page if error is None else None), error
+    # The title given back is the one read (the record's own, else the page's).
+    return text, ({**page, "title": title} if error is None else None), error
 
 
 def record_text(record: dict, text_field: str = "text",

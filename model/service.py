@@ -29,7 +29,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
-from .evidence import in_fields
+from .evidence import in_fields, resolve_method
 from .inference import ArticleClassifier, load_classifier
 from .inputs import read_record, uses_html
 from .page import add_page
@@ -323,14 +323,18 @@ def create_app(model_dir: str, precision: str = "auto",
                  else read())
         options = {"threshold": body.threshold, "top_k": body.top_k}
         if body.evidence:
-            options.update(evidence=body.evidence, evidence_method=body.evidence_method)
+            try:  # a method this model cannot use is the request's fault: 422, not 500
+                method = resolve_method(clf, body.evidence_method)
+            except ValueError as err:
+                raise HTTPException(422, f"evidence_method: {err}") from err
+            options.update(evidence=body.evidence, evidence_method=method)
         outputs = await batcher.predict([t for _, t, _ in items], options)
         for (_, _, record), (_, _, page), output in zip(records, items, outputs):
             # Offsets into the title or text the caller sent; for a page, into the title
             # and text the answer gives (what was extracted and read).
             if "evidence" in output:
-                in_fields(output["evidence"], record.get("title") or page.get("title"),
-                          page.get("text") or record.get("text"))
+                in_fields(output["evidence"], page.get("title") if page else record.get("title"),
+                          page.get("text") if page else record.get("text"))
         took = round((time.perf_counter() - started) * 1000, 2)
         if body.articles is None:
             return {**items[0][2], **outputs[0], "took_ms": took}

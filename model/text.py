@@ -19,6 +19,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NEWLINES = re.compile(r"\r\n?")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
+MAX_FURNITURE_LINES = 60
+# This many headline-like lines in a row before the furniture are a headline list too.
+MIN_HEADLINE_LIST = 6
+# How running text ends a line (Latin, CJK full-width, Devanagari, Arabic); a line that
+# ends otherwise may be a headline.
+_SENTENCE_ENDS = (".", ":", ";", ",", "\u3002", "\uff0e", "\uff0c", "\uff1b", "\uff1a",
+                  "\uff01", "\uff1f", "\u0964", "\u06d4", "\u060c")
 
 # Lines that mark the start of scraped page furniture at the end of an article.
 _BOILERPLATE_MARKERS = re.compile(
@@ -83,25 +90,34 @@ def _sub_mapped(pattern: re.Pattern, replacement: str, text: str,
 
 
 def _nfc_mapped(text: str) -> tuple[str, np.ndarray]:
-    """NFC normalisation with an origin map (see `clean_text_mapped`). Composition happens
-    within a base character and its combining marks, so each such cluster is normalised
-    on its own; in the rare text where that differs from normalising the whole (Hangul
-    written as separate jamo), positions are spread in proportion instead."""
+    """NFC normalisation with an origin map (see `clean_text_mapped`). Composition never
+    crosses white space, so each run of non-space characters is normalised on its own;
+    within a run that changes, each cluster (a base character and its marks) maps to its
+    base, and in the rare run where clusters compose with each other (Hangul written as
+    separate jamo, some Indic vowel signs) positions are spread over that run alone."""
     if unicodedata.is_normalized("NFC", text):
         return text, np.arange(len(text) + 1)
-    whole = unicodedata.normalize("NFC", text)
-    starts = [i for i, ch in enumerate(text) if i == 0 or not unicodedata.combining(ch)]
     pieces, maps = [], []
-    for begin, end in zip(starts, starts[1:] + [len(text)]):
-        piece = unicodedata.normalize("NFC", text[begin:end])
-        pieces.append(piece)
-        # A cluster that keeps its length maps one to one; one that composes maps to its base.
-        maps.append(np.arange(begin, end) if len(piece) == end - begin
-                    else np.full(len(piece), begin))
-    if "".join(pieces) != whole:
-        spread = np.floor(np.arange(len(whole)) * len(text) / max(len(whole), 1))
-        return whole, np.append(spread.astype(np.int64), len(text))
-    return whole, np.append(np.concatenate(maps).astype(np.int64), len(text))
+    for run in re.finditer(r"\s+|\S+", text):
+        piece, begin = run.group(), run.start()
+        if unicodedata.is_normalized("NFC", piece):
+            pieces.append(piece)
+            maps.append(np.arange(begin, run.end()))
+            continue
+        whole = unicodedata.normalize("NFC", piece)
+        starts = [i for i, ch in enumerate(piece) if i == 0 or not unicodedata.combining(ch)]
+        parts = [unicodedata.normalize("NFC", piece[a:b])
+                 for a, b in zip(starts, starts[1:] + [len(piece)])]
+        if "".join(parts) == whole:
+            # A cluster that keeps its length maps one to one; one that composes, to its base.
+            maps += [begin + (np.arange(a, a + len(part)) if len(part) == b - a
+                              else np.full(len(part), a))
+                     for a, b, part in zip(starts, starts[1:] + [len(piece)], parts)]
+        else:
+            maps.append(begin + np.floor(np.arange(len(whole)) * len(piece)
+                                         / len(whole)).astype(np.int64))
+        pieces.append(whole)
+    return "".join(pieces), np.append(np.concatenate(maps).astype(np.int64), len(text))
 
 
 def strip_boilerplate(text: str) -> str:
@@ -113,34 +129,50 @@ def strip_boilerplate(text: str) -> str:
     under their own headings ("Featured Video", "Editorial Pick"): from the cut, the rule
     walks up over headline-like lines (short, no closing full stop) and moves the cut to
     any marker it meets there; with no marker in the last third it walks up from the end
-    the same way, since a long headline list can fill the last third by itself. A short
-    line of the story only goes if a marker stands above it, so the story is kept whole."""
+    the same way, since a long headline list can fill the last third by itself. A run of
+    MIN_HEADLINE_LIST or more headline-like lines above the furniture goes too, whatever
+    its heading says. A few short lines of the story (a byline, a sign-off) only go if a
+    marker stands above them, so the story is kept whole."""
     lines = text.split("\n")
     start = int(len(lines) * 2 / 3)
     cut = next((i for i in range(start, len(lines)) if _BOILERPLATE_MARKERS.match(lines[i])),
                len(lines))
-    i = cut - 1
-    while i > 0 and (_BOILERPLATE_MARKERS.match(lines[i]) or _headline_like(lines[i])):
+    i, run, top = cut - 1, 0, cut
+    # At most MAX_FURNITURE_LINES up: headline blocks are a few dozen lines, and a text
+    # of short lines (a list, verse, a language this rule misreads) must keep its body.
+    while i > max(0, cut - MAX_FURNITURE_LINES) and (_BOILERPLATE_MARKERS.match(lines[i])
+                                                     or _headline_like(lines[i])):
         if _BOILERPLATE_MARKERS.match(lines[i]):
             cut = i
+        elif lines[i].strip():
+            run += 1
+        top = i
         i -= 1
+    if run >= MIN_HEADLINE_LIST and cut < len(lines):
+        cut = top  # a list of headlines under a heading no marker names
     return "\n".join(lines[:cut]).strip() or text
 
 
 def _headline_like(line: str) -> bool:
     """Short, and not closed like a sentence of running text (quotes aside: headlines
     often end in a quoted word, and questions and exclamations are headlines too)."""
-    line = line.strip().rstrip("\"'\u2019\u201d)]")
+    line = line.strip().rstrip("\"'\u2019\u201d\u00bb)]\u300d\u300f")
     if line.endswith(("...", "\u2026")):  # a headline cut short to fit a list
         return len(line) <= 150
-    return not line or (len(line) <= 150 and not line.endswith((".", ":", ";", ",")))
+    return not line or (len(line) <= 150 and not line.endswith(_SENTENCE_ENDS))
 
 
 def join_title(title: str | None, text: str) -> str:
     """Articles given as title + body are read as one text, headline first."""
+    return title_prefix(title, text) + text
+
+
+def title_prefix(title: str | None, text: str) -> str:
+    """What `join_title` puts before `text`: the stripped title and a blank line, or
+    nothing when there is no title or the text already opens with it."""
     if title and title.strip() and not text.lstrip().startswith(title.strip()):
-        return f"{title.strip()}\n\n{text}"
-    return text
+        return f"{title.strip()}\n\n"
+    return ""
 
 
 @dataclass

@@ -80,8 +80,12 @@ def test_boilerplate_cut_moves_up_over_headline_lists_to_their_heading():
     lists = ("Featured Video\nPutin warns the West\nMarkets fall again\nEditorial Pick\n"
              "A new look at the war\nLatest News\n" + "\n".join(f"Headline {i}" for i in range(8)))
     assert strip_boilerplate(f"{story}\n\n{lists}") == story
-    signed = f"{story}\nBy John Smith\n" + "\n".join(["x"] * 6) + "\nLatest News\nHeadline"
-    assert strip_boilerplate(signed).endswith("By John Smith\nx\nx\nx\nx\nx\nx")
+    signed = f"{story}\nBy John Smith\nWashington bureau\nLatest News\nHeadline"
+    assert strip_boilerplate(signed).endswith("call.\nBy John Smith\nWashington bureau")
+    # A list of headlines under a heading no marker names goes with the furniture below it.
+    unnamed = (f"{story}\n\nWatch now\n" + "\n".join(f"Headline {i}" for i in range(6))
+               + "\nCopyright 2025 The Daily Example")
+    assert strip_boilerplate(unnamed) == story
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention"])

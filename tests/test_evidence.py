@@ -9,11 +9,23 @@ import unicodedata
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers import AutoModel, AutoTokenizer
 
-from model.evidence import explain, in_fields, lexical_contributions, split_passages
-from model.inference import load_classifier
+from model.config import ModelConfig, TaskSpec
+from model.evidence import (
+    explain,
+    in_fields,
+    lexical_contributions,
+    probability_change,
+    split_passages,
+    top_passages,
+    window_weights,
+)
+from model.inference import ArticleClassifier, load_classifier, native_bf16
+from model.network import ArticleClassifierNetwork
 from model.text import clean_text, clean_text_mapped, join_title
 from tests.conftest import request, run_cli
 from tests.test_frozen_and_lexical import frozen_overrides, write_frames_jsonl
@@ -26,6 +38,10 @@ SENTENCES = {
     "Economic": "The budget raised tax on jobs as market prices and wages rose.",
 }
 FILLER = "It was said on the day, and it was in the news for a while."
+PAGE = ("<html><head><title>Court report</title></head><body><nav>Home</nav>"
+        "<article><h1>Court report</h1>"
+        + "".join(f"<p>{SENTENCES[f]} {FILLER}</p>" for f in ("Legality", "Economic"))
+        + "</article><footer>Subscribe</footer></body></html>")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +89,26 @@ def test_cleaning_map_points_back_at_the_same_characters(text, boilerplate):
         for i, ch in enumerate(cleaned):
             if not ch.isspace():
                 assert text[origin[i]] == ch
+
+
+def test_a_passage_ending_in_a_composed_character_keeps_its_marks():
+    text = "Le cafe\u0301 ferme. Fini le cafe\u0301"  # decomposed accents, as typed on some systems
+    cleaned, origin = clean_text_mapped(text)
+    units = split_passages(cleaned)
+    found = top_passages(np.array([1.0, 0.5]), units, origin, text, 2)
+    assert [p["text"] for p in found] == ["Le cafe\u0301 ferme.", "Fini le cafe\u0301"]
+
+
+@pytest.mark.parametrize("word", ["\u0995\u09c7\u09be", "\u1100\u1161\u11a8", "cafe\u0301"])
+def test_text_that_composes_across_clusters_shifts_no_later_offset(word):
+    """Bengali two-part vowels and Hangul jamo compose across base characters, which
+    cluster-by-cluster normalisation cannot follow; only that word is approximate."""
+    text = f"Een {word} here. First sentence here. Last one here"
+    cleaned, origin = clean_text_mapped(text)
+    units = split_passages(cleaned)
+    found = top_passages(np.arange(len(units), 0, -1.0), units, origin, text, 3)
+    assert [p["text"] for p in found] == [f"Een {word} here.", "First sentence here.",
+                                          "Last one here"]
 
 
 def test_offsets_point_at_the_passages_in_the_callers_text(clf):
@@ -134,6 +170,22 @@ def test_evidence_does_not_depend_on_the_batch(clf, method):
     assert [p["frames"] for p in plain] == [t["frames"] for t in together]
 
 
+@pytest.mark.skipif(not native_bf16("cpu"), reason="this CPU runs bf16 only by emulation")
+def test_bf16_evidence_keeps_its_passages_across_batches(run):
+    """bf16 kernels block a batch by its shape, so scores may move in the last digits;
+    the passages and their order must not."""
+    clf = load_classifier(run / "model", precision="bf16", device="cpu")
+    texts = [article("Legality", "Health", messy=True), article("Economic") * 9,
+             article("Security", "Economic")]
+    alone = [clf.predict(t, evidence=3, batch_size=1)["evidence"] for t in texts]
+    together = [p["evidence"] for p in clf.predict(texts, evidence=3, batch_size=64)]
+    for a, b in zip(alone, together):
+        for label, passages in a["frames"].items():
+            assert [p["text"] for p in passages] == [p["text"] for p in b["frames"][label]]
+            for p, q in zip(passages, b["frames"][label]):
+                assert p["score"] == pytest.approx(q["score"], abs=5e-3)
+
+
 def test_both_methods_and_the_choice_for_cls_pooled_encoders(clf):
     encoded = clf.encode([article("Health")], spans=True)
     _, [by_attribution] = explain(clf, encoded, [article("Health")], method="attribution")
@@ -159,7 +211,8 @@ def test_both_methods_and_the_choice_for_cls_pooled_encoders(clf):
 def test_cli_evidence_offsets_count_in_the_title_or_the_text(run, tmp_path):
     records = [{"id": "a", "title": "  Hospital doctors and the vaccine for patients",
                 "text": article("Health")},
-               {"id": "b", "text": article("Legality", messy=True)}]
+               {"id": "b", "text": article("Legality", messy=True)},
+               {"id": "c", "html": PAGE, "url": "https://www.example.org/a"}]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "out.jsonl"
@@ -168,12 +221,16 @@ def test_cli_evidence_offsets_count_in_the_title_or_the_text(run, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     fields = set()
     for record, line in zip(records, lines):
+        # A web page's line carries the text read (title first); its offsets count there.
+        sent = line if "html" in record else record
+        assert ("text" in line) == ("html" in record)
         for passages in line["evidence"]["frames"].values():
             assert 1 <= len(passages) <= 3
             for p in passages:
                 fields.add(p["field"])
-                assert record[p["field"]][p["start"]:p["end"]] == p["text"]
+                assert sent[p["field"]][p["start"]:p["end"]] == p["text"]
     assert fields == {"title", "text"}
+    assert lines[2]["source"] == "example.org" and lines[2]["text"].startswith("Court report")
 
 
 def test_service_gives_evidence_in_the_fields_sent_and_for_pages(run, clf, tmp_path):
@@ -194,12 +251,8 @@ def test_service_gives_evidence_in_the_fields_sent_and_for_pages(run, clf, tmp_p
             for p in passages:
                 assert sent[p["field"]][p["start"]:p["end"]] == p["text"]
         assert "evidence" not in request(port, "POST", "/predict", {"text": text})[1]
-        page = ("<html><head><title>Court report</title></head><body><nav>Home</nav>"
-                "<article><h1>Court report</h1>"
-                + "".join(f"<p>{SENTENCES[f]} {FILLER}</p>" for f in ("Legality", "Economic"))
-                + "</article><footer>Subscribe</footer></body></html>")
         status, out = request(port, "POST", "/predict", {"articles": [
-            {"id": 1, "html": page, "url": "https://www.example.org/a"}], "evidence": 1})
+            {"id": 1, "html": PAGE, "url": "https://www.example.org/a"}], "evidence": 1})
         assert status == 200, out
         [answer] = out["predictions"]
         assert answer["source"] == "example.org"
@@ -212,3 +265,43 @@ def test_service_gives_evidence_in_the_fields_sent_and_for_pages(run, clf, tmp_p
         assert status == 422
     finally:
         stop_service(proc)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
+def test_token_terms_weighted_as_windows_are_pooled_add_up_to_the_logit(tiny_encoder, pooling):
+    """Every pooling of windows: the token terms, weighted by `window_weights`, plus the
+    bias are each label's logit (max and attention pooling included)."""
+    torch.manual_seed(0)
+    tasks = [TaskSpec("topic", "single_label", ["a", "b", "c"]),
+             TaskSpec("frames", "multi_label", ["x", "y"])]
+    config = ModelConfig(encoder=str(tiny_encoder), max_length=32, stride=4, max_chunks=8,
+                         pooling=pooling, dropout=0.0, token_pooling="mean")
+    network = ArticleClassifierNetwork(AutoModel.from_pretrained(tiny_encoder), tasks, config)
+    clf = ArticleClassifier(network, AutoTokenizer.from_pretrained(tiny_encoder),
+                            precision="fp32", device="cpu")
+    encoded = clf.encode([article("Economic", "Health") * 4], spans=True)
+    assert len(encoded[0].windows) > 2
+    heads = torch.cat([network.heads[t.name].weight for t in tasks]).detach()
+    embeddings, per_token = clf.embed_windows(encoded, 3, token_heads=heads.T)
+    logits = clf.score(embeddings, encoded)
+    columns = {"topic": slice(0, 3), "frames": slice(3, 5)}
+    for task in tasks:
+        weights = window_weights(network, task, embeddings)
+        total = sum(w * t[:, columns[task.name]].sum(0) for w, t in zip(weights, per_token))
+        np.testing.assert_allclose(total + network.heads[task.name].bias.detach().numpy(),
+                                   logits[task.name][0], rtol=1e-4, atol=1e-5)
+
+
+def test_first_order_probability_change_is_the_jacobian():
+    """A passage's score is the Jacobian of the probabilities times its logit terms:
+    checked against autograd for the softmax and the sigmoid."""
+    rng = np.random.default_rng(0)
+    logits, terms = rng.normal(size=4), rng.normal(size=(5, 4))
+    for kind, link in (("single_label", lambda z: torch.softmax(z, 0)),
+                       ("multi_label", torch.sigmoid)):
+        task = TaskSpec("t", kind, list("abcd"))
+        z = torch.tensor(logits)
+        jacobian = torch.autograd.functional.jacobian(link, z).numpy()
+        probs = link(z).numpy()
+        np.testing.assert_allclose(probability_change(task, probs, terms),
+                                   terms @ jacobian.T, rtol=1e-10, atol=1e-12)

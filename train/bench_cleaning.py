@@ -8,18 +8,22 @@ Scraped articles arrive with the page around them: after the story, lists of oth
 headlines under "Featured Video", "Editorial Pick" and "Latest News", a cookie notice, a
 newsletter box. On each run's held-out test articles this benchmark adds such furniture
 (headlines of other test articles, so they pull towards other topics and frames, as on a
-real news site) and reads every article four ways:
+real news site) and reads every article in four forms, each as it is and through the
+boilerplate cutter (`model.clean_boilerplate`, `+ cutter`):
 
-- `clean`: the article as the dataset has it (the reference);
-- `furniture`: the text with the furniture after it, read as it is;
-- `furniture + cutter`: the same through the boilerplate cutter (`model.clean_boilerplate`);
+- `clean`: the article as the dataset has it (the reference; its cutter reading shows
+  what the cutter does to text without added furniture: SemEval's texts keep the
+  boilerplate of the sites they were scraped from);
+- `furniture`: the text with the furniture after it, headed "Featured Video", "Editorial
+  Pick", "Latest News", with a cookie notice, a newsletter line and a © line;
+- `furniture, other headings`: the same lists under headings and notices that none of
+  the cutter's markers name, but for a last "Copyright" line: how far the rule carries
+  beyond the words it was tuned on;
 - `html + trafilatura`: the article and its furniture as a web page (navigation, aside
-  lists, banner, footer), read through the page extraction `predict` uses for HTML;
+  lists, banner, footer), read through the page extraction `predict` uses for HTML.
 
-plus `clean + cutter`, to show what the cutter does to text without added furniture
-(SemEval's texts keep the boilerplate of the sites they were scraped from). Reported:
-accuracy (topic) or micro/macro-F1 (frames), and how many predictions differ from the
-clean reading. Writes bench/results/bench_cleaning.{md,json}.
+Reported: accuracy (topic) or micro/macro-F1 (frames), and how many predictions differ
+from the clean reading. Writes bench/results/bench_cleaning.{md,json}.
 """
 
 from __future__ import annotations
@@ -35,25 +39,32 @@ import numpy as np
 from model.inference import decide, load_classifier
 from model.inputs import read_record
 
-from .bench_evidence import held_out_examples
 from .metrics import environment, save_result, task_metrics
+from .run import run_split
 
-ARMS = ("clean", "clean + cutter", "furniture", "furniture + cutter", "html + trafilatura")
+SOURCES = ("clean", "furniture", "furniture, other headings", "html + trafilatura")
+ARMS = tuple(a for s in SOURCES for a in (s, f"{s} + cutter"))
 BANNER = "We use cookies to give you the best experience. Accept all cookies"
 NEWSLETTER = "Sign up for our newsletter and get the top stories every morning."
+# Furniture in words the cutter's markers do not name (only the last line was a marker
+# before the cutter was tuned on the blocks above): how far the rule carries.
+OTHER_HEADINGS = ("Watch now", "Don't miss", "Elsewhere on the site")
+OTHER_TAIL = ["This site stores small files on your device. OK", "Get the morning briefing",
+              "Copyright 2025 The Daily Example"]
 
 
-def furniture(headlines: list[str]) -> list[tuple[str, list[str]]]:
+def furniture(headlines: list[str], headings=("Featured Video", "Editorial Pick",
+                                               "Latest News")) -> list[tuple[str, list[str]]]:
     """The blocks a news page puts after its story: a heading and a list of headlines."""
-    return [("Featured Video", headlines[:4]), ("Editorial Pick", headlines[4:7]),
-            ("Latest News", headlines[7:14])]
+    return [(headings[0], headlines[:4]), (headings[1], headlines[4:7]),
+            (headings[2], headlines[7:14])]
 
 
-def as_text(text: str, blocks) -> str:
+def as_text(text: str, blocks, tail=(BANNER, NEWSLETTER, "© 2025 The Daily Example")) -> str:
     lines = [text, ""]
     for heading, items in blocks:
         lines += [heading, *items]
-    return "\n".join(lines + [BANNER, NEWSLETTER, "© 2025 The Daily Example"])
+    return "\n".join(lines + list(tail))
 
 
 def as_page(title: str, body: str, blocks, n: int) -> str:
@@ -79,13 +90,16 @@ def readings(examples, seed: int) -> dict[str, list[str]]:
     """Each arm's texts (the cutter arms are the texts of their uncut arm)."""
     rng = random.Random(seed)
     titles = [e.text.strip().split("\n", 1)[0][:150] for e in examples]
-    out = {arm: [] for arm in ("clean", "furniture", "html + trafilatura")}
+    out = {source: [] for source in SOURCES}
     for n, example in enumerate(examples):
         others = [t for i, t in enumerate(titles) if i != n]
-        blocks = furniture(rng.sample(others, min(14, len(others))))
+        chosen = rng.sample(others, min(14, len(others)))
+        blocks = furniture(chosen)
         head, _, body = example.text.strip().partition("\n")
         out["clean"].append(example.text)
         out["furniture"].append(as_text(example.text, blocks))
+        out["furniture, other headings"].append(
+            as_text(example.text, furniture(chosen, OTHER_HEADINGS), OTHER_TAIL))
         page = as_page(head.strip(), body.strip() or head, blocks, n)
         text, _, error = read_record({"html": page, "url": f"https://example.com/{n}"})
         out["html + trafilatura"].append(text if error is None else head)
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if not run:
             continue
         clf = load_classifier(Path(run) / "model", precision=args.precision)
-        examples = held_out_examples(Path(run), task)
+        examples = run_split(Path(run), task)
         document["tasks"][task] = {"run": run, **evaluate(clf, examples, task, args.seed,
                                                           args.batch_size)}
     save_result(args.name, document, markdown(document))

@@ -34,17 +34,8 @@ import numpy as np
 from model.evidence import METHODS, explain
 from model.inference import load_classifier
 
-from .config import load_run_config
-from .data import load_task
 from .metrics import environment, save_result
-
-
-def held_out_examples(run: Path, task: str) -> list:
-    """The run's test articles for `task` (splits.json), as the dataset gives them."""
-    cfg = load_run_config(run / "config.yaml")
-    ids = set(json.loads((run / "splits.json").read_text())[task]["test"])
-    spec = next(t for t in cfg.tasks if t.name == task)
-    return [e for e in load_task(spec, cfg.data).examples if e.id in ids]
+from .run import run_split
 
 
 def random_match(units: list[tuple[int, int]], chosen: list[tuple[int, int]],
@@ -197,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="bench_evidence")
     args = parser.parse_args(argv)
     run = Path(args.run)
-    texts = [e.text for e in held_out_examples(run, args.task)][:args.limit]
+    texts = [e.text for e in run_split(run, args.task)][:args.limit]
     clf = load_classifier(run / "model", precision=args.precision)
     if args.network_only:
         for task in clf.tasks:

@@ -190,6 +190,15 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     return 0
 
 
+def run_split(run: Path, task: str, split: str = "test") -> list:
+    """The examples of one split of a finished run (its splits.json), as its config's
+    data gives them: what benchmarks of a trained model read as held out."""
+    cfg = load_run_config(run / "config.yaml")
+    ids = set(json.loads((run / "splits.json").read_text())[task][split])
+    spec = next(t for t in cfg.tasks if t.name == task)
+    return [e for e in load_task(spec, cfg.data).examples if e.id in ids]
+
+
 def finetune(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec], splits: dict,
              out_dir: Path, resume: bool) -> tuple[str | None, str | None]:
     """Fine-tune the encoder and heads with the Hugging Face Trainer. Returns the training
