@@ -20,6 +20,10 @@ _NEWLINES = re.compile(r"\r\n?")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200b\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 MAX_FURNITURE_LINES = 60
+# Furniture lines are short ("Comments", "Sign up for our newsletter ..."); a longer line
+# that starts with a marker's words is a sentence ("Comment ont-ils pu ...", in French).
+MAX_MARKER_CHARS = 100
+MIN_KEPT_SHARE = 0.5
 # This many headline-like lines in a row before the furniture are a headline list too.
 MIN_HEADLINE_LIST = 6
 # How running text ends a line (Latin, CJK full-width, Devanagari, Arabic); a line that
@@ -33,7 +37,7 @@ _BOILERPLATE_MARKERS = re.compile(
     r"editorial picks?|top stories|most (read|popular|viewed)|more stories|we use cookies|"
     r"read the whole article|more from|recommended|trending|you may also like|"
     r"receive our daily newsletter|sign up for|subscribe|share this|follow (us|on)|"
-    r"advertisement|comments?\b|email \*|(article )?(posted|reprinted) with permission|"
+    r"advertisement|comments?\s*(\(\d+\)|\d+)?\s*$|email \*|(article )?(posted|reprinted) with permission|"
     r"copyright|©|the best of |see all of the best photos|our standards:)",
     re.IGNORECASE,
 )
@@ -123,26 +127,37 @@ def _nfc_mapped(text: str) -> tuple[str, np.ndarray]:
 def strip_boilerplate(text: str) -> str:
     """Cut the page furniture scrapers leave after an article body.
 
-    The cut is found at the first marker line ("Latest News", "Subscribe", "©", ...) in
-    the text's last third, where such blocks live, so a "read more" inside the story is
-    never taken for one. Furniture often begins higher, with lists of other headlines
-    under their own headings ("Featured Video", "Editorial Pick"): from the cut, the rule
-    walks up over headline-like lines (short, no closing full stop) and moves the cut to
-    any marker it meets there; with no marker in the last third it walks up from the end
-    the same way, since a long headline list can fill the last third by itself. A run of
+    The cut is found at the first marker line ("Latest News", "Subscribe", "©", ...; a
+    short line, not a sentence that happens to start so) in the text's last third, where
+    such blocks live, so a "read more" inside the story is never taken for one.
+    Furniture often begins higher, with lists of other headlines under their own
+    headings ("Featured Video", "Editorial Pick"): from the cut, the rule walks up over
+    headline-like lines (short, not closed like a sentence) and moves the cut to any
+    marker it meets there; with no marker in the last third it walks up from the end the
+    same way, since a long headline list can fill the last third by itself. A run of
     MIN_HEADLINE_LIST or more headline-like lines above the furniture goes too, whatever
     its heading says. A few short lines of the story (a byline, a sign-off) only go if a
-    marker stands above them, so the story is kept whole."""
+    marker stands above them. A cut that would take more than half of the text is no
+    cut (a poll or sign-up box in the middle of a story); the next marker is tried."""
     lines = text.split("\n")
-    start = int(len(lines) * 2 / 3)
-    cut = next((i for i in range(start, len(lines)) if _BOILERPLATE_MARKERS.match(lines[i])),
-               len(lines))
+    ends = np.cumsum([len(line) + 1 for line in lines])  # where each line's successor starts
+    first = int(len(lines) * 2 / 3)
+    for marker in [i for i in range(first, len(lines)) if _is_marker(lines[i])] + [len(lines)]:
+        cut = _walk_up(lines, marker)
+        kept = int(ends[cut - 1]) if cut else 0
+        if cut < len(lines) and kept >= MIN_KEPT_SHARE * len(text):
+            return text[:kept].strip() or text
+    return text
+
+
+def _walk_up(lines: list[str], cut: int) -> int:
+    """The line the furniture starts at, walking up from line `cut` (see above)."""
     i, run, top = cut - 1, 0, cut
     # At most MAX_FURNITURE_LINES up: headline blocks are a few dozen lines, and a text
     # of short lines (a list, verse, a language this rule misreads) must keep its body.
-    while i > max(0, cut - MAX_FURNITURE_LINES) and (_BOILERPLATE_MARKERS.match(lines[i])
+    while i > max(0, cut - MAX_FURNITURE_LINES) and (_is_marker(lines[i])
                                                      or _headline_like(lines[i])):
-        if _BOILERPLATE_MARKERS.match(lines[i]):
+        if _is_marker(lines[i]):
             cut = i
         elif lines[i].strip():
             run += 1
@@ -150,7 +165,11 @@ def strip_boilerplate(text: str) -> str:
         i -= 1
     if run >= MIN_HEADLINE_LIST and cut < len(lines):
         cut = top  # a list of headlines under a heading no marker names
-    return "\n".join(lines[:cut]).strip() or text
+    return cut
+
+
+def _is_marker(line: str) -> bool:
+    return len(line.strip()) <= MAX_MARKER_CHARS and bool(_BOILERPLATE_MARKERS.match(line))
 
 
 def _headline_like(line: str) -> bool:

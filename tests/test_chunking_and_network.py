@@ -88,6 +88,19 @@ def test_boilerplate_cut_moves_up_over_headline_lists_to_their_heading():
     assert strip_boilerplate(unnamed) == story
 
 
+def test_boilerplate_cutter_leaves_sentences_and_mid_story_boxes_alone():
+    # A sentence that starts with a marker's words is no marker (French "Comment ...").
+    french = "\n".join(["Le gouvernement a tranché."] * 6
+                       + ["Comment ? La solution est simple, non violente.", "À suivre."])
+    assert strip_boilerplate(french) == french
+    # A sign-up box with the story going on after it: cutting there would lose most of it.
+    paragraph = "A long paragraph of the story, with its facts and quotes. " * 4
+    boxed = "\n".join([f"Lead sentence {i}." for i in range(6)]
+                      + ["Email *", paragraph.strip(), paragraph.strip()])
+    assert strip_boilerplate(boxed) == boxed
+    assert strip_boilerplate(boxed.replace(paragraph.strip(), "Short.")).endswith("5.")
+
+
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
 def test_pooling_groups_chunks_by_article(tiny_encoder, pooling):
     torch.manual_seed(0)
