@@ -150,6 +150,8 @@ def run_predict(args) -> int:
         return 0
     if args.gpus_per_worker:
         raise ValueError("--gpus-per-worker is for --engine ray; use --device here")
+    if args.evidence_method != "auto" and not args.evidence:
+        raise ValueError("--evidence-method chooses how evidence is found: add --evidence [K]")
     output, source = Path(args.output), Path(args.input)
     if output.resolve() == source.resolve():
         raise ValueError("--output must not be the input file")
@@ -179,7 +181,7 @@ def run_predict(args) -> int:
                            f"({err.strerror}); free space and rerun with --resume") from err
     print(f"wrote {n_written} predictions to {output}"
           + (f" after the {done} already there" if done else "")
-          + f" ({n_errors} records with errors)", file=sys.stderr)
+          + f" ({n_errors} record{'' if n_errors == 1 else 's'} with errors)", file=sys.stderr)
     if skipped:
         print(describe_skipped(skipped), file=sys.stderr)
     return 0

@@ -37,7 +37,8 @@ _BOILERPLATE_MARKERS = re.compile(
     r"editorial picks?|top stories|most (read|popular|viewed)|more stories|we use cookies|"
     r"read the whole article|more from|recommended|trending|you may also like|"
     r"receive our daily newsletter|sign up for|subscribe|share this|follow (us|on)|"
-    r"advertisement|comments?\s*(\(\d+\)|\d+)?\s*$|email \*|(article )?(posted|reprinted) with permission|"
+    r"advertisement|comments?\s*(\(\d+\)|\d+)?\s*$|email \*|"
+    r"(article )?(posted|reprinted) with permission|"
     r"copyright|©|the best of |see all of the best photos|our standards:)",
     re.IGNORECASE,
 )

@@ -235,7 +235,7 @@ def test_predict_a_crawl_then_profile_it_by_source(trained_run, tmp_path):
         assert row["source"] == source and row["url"] == url
         assert row["warc_record_id"] == row["id"] and "topic" in row
     assert rows[2]["error"] == NO_ARTICLE and rows[2]["url"] == "https://www.alpha.com/"
-    assert "1 records with errors" in proc.stderr
+    assert "1 record with errors" in proc.stderr
     assert ("skipped 5 WARC records that are not 2xx HTML responses (1 HTTP 301, 1 HTTP 404, "
             "1 not HTML, 1 request, 1 warcinfo)") in proc.stderr
     run_cli("-m", "model.cli", "profile", str(out), "--by", "source", "--task", "topic",

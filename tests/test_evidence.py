@@ -224,8 +224,11 @@ def test_cli_evidence_offsets_count_in_the_title_or_the_text(run, tmp_path):
         # A web page's line carries the text read (title first); its offsets count there.
         sent = line if "html" in record else record
         assert ("text" in line) == ("html" in record)
+        # Each given label has its best passages, up to 3 (none when no passage raises it).
+        assert set(line["evidence"]["frames"]) == set(line["frames"]["labels"])
+        assert any(line["evidence"]["frames"].values())
         for passages in line["evidence"]["frames"].values():
-            assert 1 <= len(passages) <= 3
+            assert len(passages) <= 3
             for p in passages:
                 fields.add(p["field"])
                 assert sent[p["field"]][p["start"]:p["end"]] == p["text"]
