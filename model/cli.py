@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def passage_count(value: str) -> int:
     """--evidence K: checked before any output file is opened."""
-    if not value.isdigit():
+    if not (value.isascii() and value.isdecimal()):
         raise argparse.ArgumentTypeError(f"expected a number of passages >= 0, got {value!r}")
     return int(value)
 

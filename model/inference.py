@@ -7,6 +7,7 @@ than the longest window of each batch needs. Chunk embeddings are then pooled pe
 
 from __future__ import annotations
 
+import numbers
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -246,7 +247,7 @@ class ArticleClassifier:
         `attribution`, `sentences` or `auto` (attribution where the encoder is mean-pooled);
         model/evidence.py says how each works.
         """
-        if not isinstance(evidence, int) or evidence < 0:  # bool is an int: True, False
+        if not isinstance(evidence, numbers.Integral) or evidence < 0:  # bools are too
             raise ValueError(f"evidence must be True, False or a number of passages >= 0, "
                              f"got {evidence!r}")
         n_evidence = 3 if evidence is True else int(evidence)

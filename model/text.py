@@ -37,9 +37,9 @@ _BOILERPLATE_MARKERS = re.compile(
     r"editorial picks?|top stories|most (read|popular|viewed)|more stories|we use cookies|"
     r"read the whole article|more from|recommended|trending|you may also like|"
     r"receive our daily newsletter|sign up for|subscribe|share this|follow (us|on)|"
-    r"advertisement|comments?\s*(\(\d+\)|\d+)?\s*$|email \*|"
+    r"advertisement\s*$|comments?\s*(\(\d+\)|\d+)?\s*$|email \*|"
     r"(article )?(posted|reprinted) with permission|"
-    r"copyright|©|the best of |see all of the best photos|our standards:)",
+    r"copyright|©\s*(\d{4}|copyright)|the best of |see all of the best photos|our standards:)",
     re.IGNORECASE,
 )
 
@@ -102,13 +102,14 @@ def _nfc_mapped(text: str) -> tuple[str, np.ndarray]:
     separate jamo, some Indic vowel signs) positions are spread over that run alone."""
     if unicodedata.is_normalized("NFC", text):
         return text, np.arange(len(text) + 1)
-    pieces, maps = [], []
-    for run in re.finditer(r"\s+|\S+", text):
+    pieces, maps, done = [], [], 0
+    for run in re.finditer(r"\S+", text):
         piece, begin = run.group(), run.start()
-        if unicodedata.is_normalized("NFC", piece):
-            pieces.append(piece)
-            maps.append(np.arange(begin, run.end()))
-            continue
+        if piece.isascii() or unicodedata.is_normalized("NFC", piece):
+            continue  # kept as it is, with the text around it, below
+        pieces.append(text[done:begin])
+        maps.append(np.arange(done, begin))
+        done = run.end()
         whole = unicodedata.normalize("NFC", piece)
         starts = [i for i, ch in enumerate(piece) if i == 0 or not unicodedata.combining(ch)]
         parts = [unicodedata.normalize("NFC", piece[a:b])
@@ -122,6 +123,8 @@ def _nfc_mapped(text: str) -> tuple[str, np.ndarray]:
             maps.append(begin + np.floor(np.arange(len(whole)) * len(piece)
                                          / len(whole)).astype(np.int64))
         pieces.append(whole)
+    pieces.append(text[done:])
+    maps.append(np.arange(done, len(text)))
     return "".join(pieces), np.append(np.concatenate(maps).astype(np.int64), len(text))
 
 
@@ -146,9 +149,17 @@ def strip_boilerplate(text: str) -> str:
     for marker in [i for i in range(first, len(lines)) if _is_marker(lines[i])] + [len(lines)]:
         cut = _walk_up(lines, marker)
         kept = int(ends[cut - 1]) if cut else 0
-        if cut < len(lines) and kept >= MIN_KEPT_SHARE * len(text):
+        if (cut < len(lines) and kept >= MIN_KEPT_SHARE * len(text)
+                and sum(map(_prose, lines[cut:])) < 2):
             return text[:kept].strip() or text
     return text
+
+
+def _prose(line: str) -> bool:
+    """A paragraph of running text: long and closed like a sentence. Two of them after a
+    cut mean the story goes on (an advert, a photo credit or a poll box inside it)."""
+    line = line.strip().rstrip("\"'\u2019\u201d\u00bb)]")
+    return len(line) >= 200 and line.endswith((".", "!", "?", "\u3002", "\uff01", "\uff1f"))
 
 
 def _walk_up(lines: list[str], cut: int) -> int:
@@ -156,16 +167,22 @@ def _walk_up(lines: list[str], cut: int) -> int:
     i, run, top = cut - 1, 0, cut
     # At most MAX_FURNITURE_LINES up: headline blocks are a few dozen lines, and a text
     # of short lines (a list, verse, a language this rule misreads) must keep its body.
-    while i > max(0, cut - MAX_FURNITURE_LINES) and (_is_marker(lines[i])
-                                                     or _headline_like(lines[i])):
+    stop = max(0, cut - MAX_FURNITURE_LINES)
+    while i > stop and (_is_marker(lines[i]) or _headline_like(lines[i])):
         if _is_marker(lines[i]):
-            cut = i
+            cut, run = i, 0  # the list rule counts only lines above the highest marker
         elif lines[i].strip():
             run += 1
         top = i
         i -= 1
-    if run >= MIN_HEADLINE_LIST and cut < len(lines):
-        cut = top  # a list of headlines under a heading no marker names
+    # A list of headlines under a heading no marker names, but not the story's own list
+    # (introduced by a colon, or bulleted).
+    above = lines[top - 1].strip() if top > 0 else ""
+    bulleted = any(line.lstrip().startswith(("-", "\u2022", "*", "\u2013"))
+                   for line in lines[top:cut])
+    if run >= MIN_HEADLINE_LIST and cut < len(lines) and not above.endswith(":") \
+            and not bulleted:
+        cut = top
     return cut
 
 

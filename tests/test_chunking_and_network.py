@@ -94,11 +94,46 @@ def test_boilerplate_cutter_leaves_sentences_and_mid_story_boxes_alone():
                        + ["Comment ? La solution est simple, non violente.", "À suivre."])
     assert strip_boilerplate(french) == french
     # A sign-up box with the story going on after it: cutting there would lose most of it.
-    paragraph = "A long paragraph of the story, with its facts and quotes. " * 4
-    boxed = "\n".join([f"Lead sentence {i}." for i in range(6)]
-                      + ["Email *", paragraph.strip(), paragraph.strip()])
+    # (Paragraphs under 200 characters: only the rule "never more than half" keeps them.)
+    paragraph = ("A paragraph of the story, with its facts. " * 3).strip()
+    boxed = "\n".join([f"Lead sentence {i}." for i in range(12)] + ["Email *"]
+                      + [paragraph] * 5)
     assert strip_boilerplate(boxed) == boxed
-    assert strip_boilerplate(boxed.replace(paragraph.strip(), "Short.")).endswith("5.")
+    leads = "\n".join(f"Lead sentence {i}." for i in range(6))
+    assert strip_boilerplate(f"{leads}\nEmail *\nName\nSend") == leads  # a box at the end
+
+
+STORY = [f"Paragraph {i} of the story, which goes on at the length of a real one." for i in
+         range(14)]
+
+
+@pytest.mark.parametrize("tail", [
+    # An advert or a photo credit inside the story, with paragraphs after it.
+    ["Advertisement", "A" * 220 + ".", "B" * 220 + "."],
+    ["\u00a9 Reuters Bishop Barros (centre) at the mass", "A" * 220 + ".", "B" * 220 + "."],
+    # A sentence that merely starts like a marker, longer than a furniture line.
+    ["Subscribe " + "to the idea that the council will act, as many residents do, " * 2 + "."],
+])
+def test_the_cutter_keeps_story_that_only_looks_like_furniture(tail):
+    text = "\n".join(STORY + tail)
+    assert strip_boilerplate(text) == text
+
+
+def test_the_cutter_keeps_a_story_list_and_a_byline_above_named_furniture():
+    key_points = STORY + ["Key points:"] + [f"Point {i} of the plan" for i in range(6)]
+    text = "\n".join(key_points + ["Subscribe to our newsletter"])
+    assert strip_boilerplate(text) == "\n".join(key_points)
+    signed = STORY + ["By John Smith", "Reporting from Kyiv"]
+    text = "\n".join(signed + ["Related stories"] + [f"Headline {i}" for i in range(12)])
+    assert strip_boilerplate(text) == "\n".join(signed)
+
+
+def test_the_cutter_walks_up_at_most_its_limit():
+    verse = [f"Line {i} of a long poem" for i in range(150)]
+    story = STORY * 6  # long enough that "never more than half" does not decide here
+    text = "\n".join(story + verse + ["Related stories", "Headline", "\u00a9 2025 Site"])
+    kept = strip_boilerplate(text).split("\n")
+    assert kept[:len(story)] == story and len(kept) >= len(story) + 150 - 62
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max", "attention"])

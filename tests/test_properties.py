@@ -24,10 +24,12 @@ def tokenizer(tiny_encoder):
 @SETTINGS
 @given(st.text())
 def test_clean_text_is_idempotent_and_drops_controls(text):
-    once = clean_text(text, clean_boilerplate=True)
-    assert clean_text(once, clean_boilerplate=True) == once
+    once = clean_text(text)
+    assert clean_text(once) == once
     assert not any(ord(c) < 32 and c not in "\n\t" for c in once)
     assert once == once.strip()
+    # The furniture cutter only ever drops a tail (cutting again may find more to cut).
+    assert once.startswith(clean_text(text, clean_boilerplate=True))
 
 
 @SETTINGS
