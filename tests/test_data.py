@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +179,11 @@ def test_cv_folds_partition_the_data(tmp_path):
                             DataConfig(cv_folds=5, cv_fold=k))["test"] for k in range(5)]
     ids = [e.id for fold in tests for e in fold]
     assert sorted(ids, key=int) == [str(i) for i in range(50)]  # each article tested once
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs")
+                                         .glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """A shipped config with a misspelt key would fail only when a user runs it."""
+    cfg = load_run_config(path)
+    assert cfg.tasks and cfg.training.output_dir.startswith("runs/")
