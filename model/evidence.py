@@ -137,12 +137,23 @@ def top_passages(scores: np.ndarray, units: list[tuple[int, int]], origin: np.nd
     for u in order:
         if scores[u] <= 0:
             break
-        start, end = int(origin[units[u][0]]), int(origin[units[u][1] - 1]) + 1
-        while end < len(original) and unicodedata.combining(original[end]):
-            end += 1  # a character NFC composed: the passage ends after its marks
+        start, end = in_original(units[u], origin, original)
         out.append({"start": start, "end": end, "score": round(float(scores[u]), 4),
                     "text": original[start:end]})
     return out
+
+
+def in_original(unit: tuple[int, int], origin: np.ndarray, original: str) -> tuple[int, int]:
+    """`[start, end)` of a passage of the cleaned text in the caller's text."""
+    start, end = int(origin[unit[0]]), int(origin[unit[1] - 1]) + 1
+    while end < len(original) and unicodedata.combining(original[end]):
+        end += 1  # a character NFC composed: the passage ends after its marks
+    return start, end
+
+
+def given_labels(answer: dict) -> list[str]:
+    """The labels a task's prediction gives: a multi-label task's list, else its label."""
+    return answer["labels"] if "labels" in answer else [answer["label"]]
 
 
 @dataclass
@@ -164,9 +175,8 @@ class ArticleEvidence:
         """`{task: {label: [passage, ...]}}` for the labels `prediction` gives."""
         out = {}
         for task in self.scores:
-            answer = prediction[task]
-            given = answer["labels"] if "labels" in answer else [answer["label"]]
-            out[task] = {label: self.passages(task, label, k) for label in given}
+            out[task] = {label: self.passages(task, label, k)
+                         for label in given_labels(prediction[task])}
         return out
 
 
@@ -196,33 +206,39 @@ def explain(clf, encoded: list, originals: list[str], batch_size: int = 32,
     units = [split_passages(article.text) or [(0, len(article.text))] for article in encoded]
     if method == "sentences":
         alone = sentence_probabilities(clf, encoded, units, batch_size)
-    columns = np.cumsum([0] + [len(t.labels) for t in tasks])
     out, first = [], 0
     for a, article in enumerate(encoded):
         rows = slice(first, first + len(article.windows))
         first = rows.stop
-        scores = {}
-        if method == "attribution":
-            unit_of_token = token_units(article.spans, units[a])
-        for i, task in enumerate(tasks):
-            if method == "sentences":
-                scores[task.name] = alone[a][task.name]
-                continue
-            tokens = [t[:, columns[i]:columns[i + 1]] for t in per_token[rows]]
-            weights = window_weights(clf.network, task, embeddings[rows])
-            _, network, lexical = mixed[task.name]
-            network, lexical = network[a], None if lexical is None else lexical[a]
-            change = probability_change(task, network, network_contributions(
-                tokens, weights, unit_of_token, len(units[a])))
-            if lexical is not None:
-                lexical_change = probability_change(task, lexical, lexical_contributions(
-                    clf.lexical[task.name], article.text, units[a]))
-                change = (task.lexical_weight * lexical_change
-                          + (1.0 - task.lexical_weight) * change)
-            scores[task.name] = change
+        scores = (alone[a] if method == "sentences" else
+                  attributed(clf, article, units[a], a, per_token[rows], embeddings[rows], mixed))
         out.append(ArticleEvidence(units[a], article.origin, originals[a], scores,
                                    {t.name: t.labels for t in tasks}))
     return {name: m[0] for name, m in mixed.items()}, out
+
+
+def attributed(clf, article, units: list[tuple[int, int]], a: int, per_token: list,
+               embeddings: torch.Tensor, mixed: dict) -> dict[str, np.ndarray]:
+    """Article `a`'s passages x labels scores by attribution, task by task: the network's
+    token terms and the lexical model's term shares, each through its own probability
+    and mixed by the task's lexical weight. `per_token` and `embeddings` are the
+    article's windows' (columns of `per_token`: all tasks' labels, in task order)."""
+    unit_of_token = token_units(article.spans, units)
+    scores, first = {}, 0
+    for task in clf.tasks:
+        columns = slice(first, first + len(task.labels))
+        first = columns.stop
+        weights = window_weights(clf.network, task, embeddings)
+        _, network, lexical = mixed[task.name]
+        change = probability_change(task, network[a], network_contributions(
+            [t[:, columns] for t in per_token], weights, unit_of_token, len(units)))
+        if lexical is not None:
+            lexical_change = probability_change(task, lexical[a], lexical_contributions(
+                clf.lexical[task.name], article.text, units))
+            change = (task.lexical_weight * lexical_change
+                      + (1.0 - task.lexical_weight) * change)
+        scores[task.name] = change
+    return scores
 
 
 @torch.inference_mode()

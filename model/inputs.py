@@ -163,10 +163,15 @@ def _with_page(row: dict, page: dict | None) -> tuple[dict, dict]:
     """`(fields, origin)` of a JSONL record read from its `html`: the page's title, date,
     source and url join the record's fields where the record lacks them."""
     url = row.get("url") if isinstance(row.get("url"), str) else None
-    found = page or {"source": site_of(url), "url": url}
+    found = page or unread_page(url)
     fields = {**row, **{name: found.get(name) for name in PAGE_FIELDS
                         if row.get(name) in (None, "")}}
     return fields, {"source": fields.get("source"), "url": fields.get("url")}
+
+
+def unread_page(url: str | None) -> dict:
+    """What is known of a page whose article could not be read: where it came from."""
+    return {"title": None, "date": None, "source": site_of(url), "url": url}
 
 
 def _named(path: Path, suffixes: tuple[str, ...]) -> bool:
@@ -220,7 +225,7 @@ def page_record(record_id: str, where: str, html: bytes | None, url: str | None,
     page = None
     if error is None:
         page, error = extract_page(html, url, charset)
-    found = page or {"title": None, "date": None, "source": site_of(url), "url": url}
+    found = page or unread_page(url)
     origin = {"source": found["source"], "url": found["url"], **origin}
     text = None
     if error is None:

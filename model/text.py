@@ -158,7 +158,7 @@ def strip_boilerplate(text: str) -> str:
 def _prose(line: str) -> bool:
     """A paragraph of running text: long and closed like a sentence. Two of them after a
     cut mean the story goes on (an advert, a photo credit or a poll box inside it)."""
-    line = line.strip().rstrip("\"'\u2019\u201d\u00bb)]")
+    line = _unclosed(line)
     return len(line) >= 200 and line.endswith((".", "!", "?", "\u3002", "\uff01", "\uff1f"))
 
 
@@ -193,10 +193,16 @@ def _is_marker(line: str) -> bool:
 def _headline_like(line: str) -> bool:
     """Short, and not closed like a sentence of running text (quotes aside: headlines
     often end in a quoted word, and questions and exclamations are headlines too)."""
-    line = line.strip().rstrip("\"'\u2019\u201d\u00bb)]\u300d\u300f")
+    line = _unclosed(line)
     if line.endswith(("...", "\u2026")):  # a headline cut short to fit a list
         return len(line) <= 150
     return not line or (len(line) <= 150 and not line.endswith(_SENTENCE_ENDS))
+
+
+def _unclosed(line: str) -> str:
+    """A line without surrounding space and the quotes or brackets that close it, so that
+    how it ends can be read."""
+    return line.strip().rstrip("\"'\u2019\u201d\u00bb)]\u300d\u300f")
 
 
 def join_title(title: str | None, text: str) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.evidence import METHODS, explain
+from model.evidence import METHODS, explain, given_labels, in_original
 from model.inference import load_classifier
 
 from .metrics import environment, save_result
@@ -73,17 +73,14 @@ def faithfulness(clf, texts: list[str], task: str, ks: list[int], seed: int,
     rng = random.Random(seed)
     cases, queries = [], []  # (method, k, article, label, kind) ; texts to predict
     for a, prediction in enumerate(predictions):
-        answer = prediction[task]
-        given = answer["labels"] if "labels" in answer else [answer["label"]]
-        for label in given:
+        for label in given_labels(prediction[task]):
             for method in METHODS:
                 article = evidence[method][a]
+                originals = [in_original(u, article.origin, texts[a]) for u in article.units]
                 for k in ks:
                     spans = [(p["start"], p["end"]) for p in article.passages(task, label, k)]
                     if not spans or len(spans) >= len(article.units):
                         continue  # nothing to show, or nothing would be left
-                    originals = [(int(article.origin[s]), int(article.origin[e - 1]) + 1)
-                                 for s, e in article.units]
                     sets = {"evidence": spans,
                             "random": random_match(originals, spans, rng)}
                     for kind, chosen in sets.items():
