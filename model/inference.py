@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .artifact import load_artifact, load_lexical_models
-from .config import MULTI_LABEL, ModelConfig, TaskSpec
+from .config import MULTI_LABEL, ModelConfig, TaskSpec, check_early_exit
+from .engines import choose_engine
 from .evidence import explain
+from .reading import read_adaptively
 from .text import EncodedArticle, chunk_articles, clean_text, clean_text_mapped
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -56,9 +59,9 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
 
 
 def auto_precision(device: str | torch.device) -> str:
-    """What `auto` runs on `device`: bf16 where it is native; else fp16 on a GPU and fp32
-    on a CPU. Never int8: dynamic quantization scales activations per batch, so an
-    article's scores would depend on which articles share its batch."""
+    """What `auto` runs on `device` with the torch engine: bf16 where it is native; else
+    fp16 on a GPU and fp32 on a CPU. (int8 runs on the OpenVINO engine, which
+    `load_classifier` prefers on CPUs: model/engines.py.)"""
     device = torch.device(device)
     if native_bf16(device):
         return "bf16"
@@ -74,7 +77,7 @@ def resolve_precision(requested: str | None, device: str | torch.device = "cpu")
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {requested!r}")
     if requested == "int8" and device.type != "cpu":
-        raise ValueError("int8 (dynamic quantization) runs on the CPU only")
+        raise ValueError("int8 (the OpenVINO engine) runs on the CPU only")
     if requested == "fp16" and device.type != "cuda":
         raise ValueError("fp16 runs on CUDA GPUs only; on a CPU use bf16 or fp32")
     return requested
@@ -89,7 +92,9 @@ class ArticleClassifier:
 
     def __init__(self, network, tokenizer, metadata: dict | None = None,
                  precision: str = "fp32", device: str | torch.device | None = None,
-                 lexical: dict | None = None):
+                 lexical: dict | None = None, engine: str = "torch",
+                 artifact: str | os.PathLike | None = None,
+                 early_exit: float | str | None = None):
         self.network = network
         self.tokenizer = tokenizer
         self.metadata = metadata or {}
@@ -98,12 +103,21 @@ class ArticleClassifier:
         if device is not None:
             self.network.to(resolve_device(device))
         self.precision = resolve_precision(precision, self.device)
-        if self.precision == "int8":
-            # Weights of every Linear layer of the encoder become int8; activations are
-            # quantized on the fly with one scale per batch, so scores shift slightly
-            # with an article's batch neighbours: opt-in only, never chosen by `auto`.
-            self.network.encoder = torch.ao.quantization.quantize_dynamic(
-                self.network.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        # What runs the encoder (model/engines.py): the network itself, or a compiled
+        # int8 graph of it; `engine_reason` says why that one.
+        self.engine, self.engine_reason = choose_engine(engine, precision, self.precision,
+                                                        self.device, artifact, network)
+        if self.engine is not None:
+            self.precision = "int8"
+        # Stop after an article's first window where every task is already decided with
+        # this confidence (model/reading.py); None reads whole articles.
+        self.early_exit = check_early_exit(self.config.early_exit if early_exit == "config"
+                                           else early_exit)
+
+    @property
+    def engine_name(self) -> str:
+        """`torch-fp32`, `torch-bf16`, `torch-fp16` or `openvino-int8`."""
+        return self.engine.name if self.engine is not None else f"torch-{self.precision}"
 
     @property
     def config(self) -> ModelConfig:
@@ -135,10 +149,13 @@ class ArticleClassifier:
         logits = self.score(self.embed_windows(encoded, batch_size), encoded)
         return {name: mixed for name, (mixed, _, _) in self.mix(logits, encoded).items()}
 
-    def mix(self, logits: dict[str, np.ndarray], encoded: list[EncodedArticle]
+    def mix(self, logits: dict[str, np.ndarray], encoded: list[EncodedArticle],
+            lexical_probs: dict[str, np.ndarray] | None = None
             ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Per task: the probabilities served, the network's alone, and the lexical
-        model's (None without one); served = w * lexical + (1 - w) * network."""
+        model's (None without one); served = w * lexical + (1 - w) * network.
+        `lexical_probs`: the lexical models' probabilities of `encoded` where the caller
+        already has them."""
         out = {}
         for task in self.tasks:
             values = torch.from_numpy(logits[task.name])
@@ -149,7 +166,9 @@ class ArticleClassifier:
                 if task.name not in self.lexical:
                     raise ValueError(f"task {task.name!r} mixes in a lexical model "
                                      f"(weight {weight}), but none was given")
-                lexical = self.lexical[task.name].probabilities([a.text for a in encoded])
+                lexical = (lexical_probs or {}).get(task.name)
+                if lexical is None:
+                    lexical = self.lexical[task.name].probabilities([a.text for a in encoded])
                 probs = weight * lexical + (1.0 - weight) * network
             out[task.name] = (probs.astype(np.float32), network, lexical)
         return out
@@ -194,7 +213,8 @@ class ArticleClassifier:
         with autocast:
             for rows, batch in self.window_batches(encoded, batch_size):
                 mask = batch["attention_mask"].to(device)
-                states = self.network.token_states(batch["input_ids"].to(device), mask)
+                states = (self.engine or self.network).token_states(batch["input_ids"].to(device),
+                                                               mask)
                 embeddings[rows] = self.network.pool_tokens(states, mask).float().cpu()
                 if token_heads is not None:
                     with torch.autocast(device.type, enabled=False):  # heads score in fp32
@@ -265,6 +285,10 @@ class ArticleClassifier:
                 if n_evidence:
                     probs, passages = explain(self, encoded, chunk, batch_size,
                                               evidence_method)
+                elif self.early_exit is not None:
+                    probs, encoded = read_adaptively(self, encoded, batch_size,
+                                                     self.early_exit)
+                    passages = None
                 else:
                     probs, passages = self.probabilities(encoded, batch_size), None
                 for j, art in enumerate(encoded):
@@ -334,39 +358,56 @@ def check_text(text, index: int) -> None:
 
 def load_classifier(path: str | os.PathLike, precision: str = "auto",
                     device: str | None = "auto", allow_pickle: bool = False,
-                    max_chunks: int | None = None) -> ArticleClassifier:
+                    max_chunks: int | None = None, engine: str = "auto",
+                    early_exit: float | str | None = "config",
+                    quiet: bool = False) -> ArticleClassifier:
     """Load an artifact folder written by training (`runs/<job>/model`).
 
     `device`: `auto` (a CUDA GPU where there is one, else the CPU), `cpu`, `cuda`,
     `cuda:N`. `precision`: `fp32`; `bf16` or `fp16` (autocast; fp16 on GPUs only); `int8`
-    (dynamic quantization, CPU only; its scores depend slightly on the other articles of
-    a batch); or `auto`: bf16 where the device runs it natively, else fp16 on a GPU and
-    fp32 on a CPU. `max_chunks`: read at most this many windows of an article (spread
-    over its length) instead of the artifact's own limit: less work on long articles, at
-    some accuracy (BENCHMARKS.md measures how much).
+    (the OpenVINO engine, CPU only: static int8 calibrated on the training split); or
+    `auto`. `engine`: `torch`, `openvino` or `auto`. With both `auto`, a CPU runs the
+    OpenVINO int8 engine (built on first load into a cache, model/engines.py) and falls
+    back to torch where it cannot, saying why; torch runs bf16 where the device has it
+    natively, else fp16 on a GPU and fp32 on a CPU. Which engine runs, and why, is printed
+    once on standard error unless `quiet`. `max_chunks`: read at most this many windows of
+    an article (spread over its length) instead of the artifact's own limit: less work on
+    long articles, at some accuracy (BENCHMARKS.md measures how much). `early_exit`: stop
+    reading an article after its first window where every task is decided with this
+    confidence (model/reading.py); `config` (the default) takes the artifact's
+    `model.early_exit`, None reads whole articles.
     """
     if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
         raise ValueError(f"max_chunks must be a whole number >= 1, got {max_chunks!r}")
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)  # a bad combination fails before loading
+    resolve_precision(precision, device)  # a bad combination fails before loading
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
     lexical = load_lexical_models(path, network.tasks)
     if max_chunks is not None:
         network.model_config.max_chunks = max_chunks
-    return ArticleClassifier(network, tokenizer, document, precision=precision, device=device,
-                             lexical=lexical)
+    clf = ArticleClassifier(network, tokenizer, document, precision=precision, device=device,
+                            lexical=lexical, engine=engine, artifact=path,
+                            early_exit=early_exit)
+    said = (str(Path(path).resolve()), clf.engine_name, clf.engine_reason)
+    if not quiet and said not in _SAID:
+        _SAID.add(said)
+        print(f"{path}: encoder runs {clf.engine_name} ({clf.engine_reason})", file=sys.stderr)
+    return clf
 
 
+_SAID: set[tuple] = set()
 _LOADED: dict[tuple, ArticleClassifier] = {}
 
 
 def predict(texts, model: str | os.PathLike, **kwargs):
     """`load_classifier(model).predict(texts, **kwargs)`, keeping loaded models cached.
 
-    `precision`, `device` and `max_chunks` go to `load_classifier`; the rest to
+    `precision`, `device`, `max_chunks`, `engine` and `early_exit` go to `load_classifier`;
+    the rest to
     `ArticleClassifier.predict`.
     """
-    options = {name: kwargs.pop(name) for name in ("precision", "device", "max_chunks")
+    options = {name: kwargs.pop(name)
+               for name in ("precision", "device", "max_chunks", "engine", "early_exit")
                if name in kwargs}
     key = (str(Path(model).resolve()), *sorted(options.items()))
     if key not in _LOADED:

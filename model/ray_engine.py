@@ -66,7 +66,7 @@ class RayPredictor:
 
 def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int = 1,
                      precision: str = "auto", device: str = "auto",
-                     gpus_per_worker: float = 0, batch_size: int = 32, threshold=None,
+                     encoder_engine: str = "auto", gpus_per_worker: float = 0, batch_size: int = 32, threshold=None,
                      top_k=None, text_column="text", id_column="id", title_column="title",
                      max_chunks: int | None = None, keep: list[str] = (),
                      allow_pickle: bool = False) -> None:
@@ -98,7 +98,7 @@ def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int =
     actor_cpus = max(0.25, min(threads, (cpus - 1) / max(1, workers)))
     columns = {"id": id_column, "text": text_column, "title": title_column}
     load = {"precision": precision, "device": device, "max_chunks": max_chunks,
-            "allow_pickle": allow_pickle}
+            "allow_pickle": allow_pickle, "engine": encoder_engine}
     options = {"batch_size": batch_size, "threshold": threshold, "top_k": top_k}
     predicted = data.map_batches(
         RayPredictor, fn_constructor_args=(str(Path(model_dir).resolve()), load, options,

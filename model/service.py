@@ -266,9 +266,11 @@ class BodyLimit:
 
 def create_app(model_dir: str, precision: str = "auto",
                limits: ServiceLimits | None = None, max_chunks: int | None = None,
-               device: str = "auto", profile: str | None = None) -> FastAPI:
+               device: str = "auto", profile: str | None = None,
+               engine: str = "auto") -> FastAPI:
     limits = limits or ServiceLimits()
-    clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks, device=device)
+    clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks, device=device,
+                          engine=engine)
     batcher = MicroBatcher(clf, limits)
 
     @asynccontextmanager
@@ -289,6 +291,7 @@ def create_app(model_dir: str, precision: str = "auto",
     @app.get("/health")
     async def health():
         state = {"model": str(model_dir), "precision": clf.precision,
+                 "engine": clf.engine_name,
                  "device": str(clf.device), "max_chunks": clf.config.max_chunks,
                  "queued_articles": batcher.waiting, "forward_passes": batcher.passes,
                  "articles_served": batcher.articles_served}
@@ -347,8 +350,8 @@ def create_app(model_dir: str, precision: str = "auto",
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: str = "auto",
           limits: ServiceLimits | None = None, max_chunks: int | None = None,
-          device: str = "auto", profile: str | None = None) -> None:
+          device: str = "auto", profile: str | None = None, engine: str = "auto") -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device, profile),
+    uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device, profile, engine),
                 host=host, port=port, log_level="info")

@@ -103,7 +103,7 @@ def tiny_overrides(encoder: Path, out_dir: Path, *extra: str) -> list[str]:
 def trained_run(tiny_encoder, tmp_path_factory) -> Path:
     """A tiny model trained for real on 150 BBC articles through `python -m train`."""
     out = tmp_path_factory.mktemp("run") / "bbc_tiny"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *tiny_overrides(tiny_encoder, out, "data.max_samples=150", "training.epochs=2",
                             "training.learning_rate=1e-3", "model.train_max_chunks=2"))
     return out
@@ -113,7 +113,7 @@ def trained_run(tiny_encoder, tmp_path_factory) -> Path:
 def keyword_run(tiny_encoder, keyword_data, tmp_path_factory) -> Path:
     """A tiny model trained on an easy JSONL task: it must learn it."""
     out = tmp_path_factory.mktemp("run") / "keywords"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *tiny_overrides(tiny_encoder, out, "tasks.0.dataset.format=jsonl",
                             f"tasks.0.dataset.path={keyword_data}", "training.epochs=6",
                             "training.batch_size=8", "training.learning_rate=3e-3",

@@ -20,7 +20,7 @@ DDP_TOLERANCE = 0.02  # measured 0.0034 on 2 CPUs
 def test_torchrun_two_processes_matches_one(tiny_encoder, keyword_data, keyword_run, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "train", "--config", "configs/bbc_topic.yaml",
+           "2", "-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
            *tiny_overrides(tiny_encoder, out, "tasks.0.dataset.format=jsonl",
                            f"tasks.0.dataset.path={keyword_data}", "training.epochs=6",
                            "training.batch_size=4", "training.learning_rate=3e-3",

@@ -49,7 +49,7 @@ def run(tiny_encoder, tmp_path_factory):
     root = tmp_path_factory.mktemp("evidence")
     data = write_frames_jsonl(root / "frames.jsonl", n=200)
     out = root / "run"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *frozen_overrides(tiny_encoder, out, data, root / "cache", "tasks.0.lexical=true"))
     return out
 

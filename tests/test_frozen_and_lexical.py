@@ -53,7 +53,7 @@ def frozen_overrides(encoder, out, data, cache, *extra):
 def frozen_run(tiny_encoder, frames_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("frozen")
     out, cache = root / "run", root / "cache"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *frozen_overrides(tiny_encoder, out, frames_data, cache, "tasks.0.lexical=true"))
     return out, cache
 
@@ -127,7 +127,7 @@ def test_embedding_cache_is_reused_and_keyed_by_settings(tiny_encoder, frames_da
     files = sorted(p for p in Path(first["folder"]).rglob("*.safetensors"))
     assert len(files) == first["misses"]
     again = tmp_path / "again"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *frozen_overrides(tiny_encoder, again, frames_data, cache, "tasks.0.lexical=true"))
     second = json.loads((again / "metrics.json").read_text())
     assert second["frozen"]["embedding_cache"] == {**first, "hits": first["misses"],
@@ -137,7 +137,7 @@ def test_embedding_cache_is_reused_and_keyed_by_settings(tiny_encoder, frames_da
     # Shorter windows are other embeddings, except for articles that fit one window
     # either way: entries are named by the token windows themselves.
     other = tmp_path / "other"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *frozen_overrides(tiny_encoder, other, frames_data, cache, "model.max_length=48"))
     third = json.loads((other / "metrics.json").read_text())["frozen"]["embedding_cache"]
     assert third["folder"] == first["folder"]
@@ -151,7 +151,7 @@ def test_embedding_cache_is_reused_and_keyed_by_settings(tiny_encoder, frames_da
 
 
 def test_frozen_mode_refuses_pooling_it_cannot_fit(tiny_encoder, frames_data, tmp_path):
-    proc = run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    proc = run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
                    *frozen_overrides(tiny_encoder, tmp_path / "run", frames_data,
                                      tmp_path / "cache", "model.pooling=max"), check=False)
     assert proc.returncode != 0
@@ -162,7 +162,7 @@ def test_frozen_mode_refuses_pooling_it_cannot_fit(tiny_encoder, frames_data, tm
 def test_finetuned_model_gets_a_lexical_component_weighted_on_validation(
         tiny_encoder, frames_data, tmp_path):
     out = tmp_path / "run"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *tiny_overrides(tiny_encoder, out, "tasks.0.name=frames", "tasks.0.type=multi_label",
                             "tasks.0.dataset.format=jsonl", f"tasks.0.dataset.path={frames_data}",
                             "tasks.0.lexical=true", "training.epochs=1"))
@@ -211,7 +211,7 @@ def test_frozen_head_is_the_logistic_regression_on_mean_window_embeddings(
     from train.embedding_cache import EmbeddingCache
 
     out = tmp_path / "run"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *frozen_overrides(tiny_encoder, out, frames_data, tmp_path / "cache",
                               "training.frozen_c_grid=[0.1]", "training.precision=fp32"))
     clf = load_classifier(out / "model", precision="fp32")

@@ -14,11 +14,12 @@ from train.trainer import choose_precision, data_parallel_problem
 
 from .conftest import run_cli
 
-# Every path `auto` can pick: on a CPU bf16 (AVX512-BF16 or AMX) or fp32, both tested on
-# every machine (bf16 is emulated where the CPU lacks it: slower, same contract), so CI
-# checks what users of either machine class get; on a GPU bf16 or fp16, where there is one.
+# Every path `auto` can pick: on a CPU the int8 OpenVINO engine, or torch in bf16 (AVX512-BF16
+# or AMX) or fp32 where it cannot load, all tested on every machine (bf16 is emulated where
+# the CPU lacks it: slower, same contract), so CI checks what users of any machine class
+# get; on a GPU bf16 or fp16, where there is one.
 no_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
-AUTO_PATHS = [("cpu", "fp32", 1e-4), ("cpu", "bf16", 1e-4),
+AUTO_PATHS = [("cpu", "fp32", 1e-4), ("cpu", "bf16", 1e-4), ("cpu", "int8", 1e-4),
               pytest.param("cuda", "bf16", 1e-3, marks=no_gpu),
               pytest.param("cuda", "fp16", 1e-3, marks=no_gpu)]
 
@@ -34,7 +35,7 @@ def cpu_with_bf16(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
 
 
-def test_auto_on_cpus_never_picks_batch_dependent_int8(cpu_without_bf16):
+def test_torch_auto_on_cpus_without_bf16_is_fp32(cpu_without_bf16):
     assert not native_bf16("cpu")
     assert auto_precision("cpu") == resolve_precision("auto", "cpu") == "fp32"
     assert choose_precision("auto", "cpu") == "fp32"

@@ -30,7 +30,7 @@ def wait_for(condition, timeout: float = 300, what: str = "condition"):
 
 
 def keyword_cmd(encoder, data, out) -> list[str]:
-    return [sys.executable, "-m", "train", "--config", "configs/bbc_topic.yaml",
+    return [sys.executable, "-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *tiny_overrides(encoder, out, "tasks.0.dataset.format=jsonl",
                             f"tasks.0.dataset.path={data}", "training.epochs=6",
                             "training.batch_size=4", "training.learning_rate=2e-3",

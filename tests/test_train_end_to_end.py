@@ -112,7 +112,7 @@ def test_evaluate_can_truncate_or_change_pooling(trained_run, tmp_path):
 
 
 def test_bad_config_fails_with_a_clear_message(tiny_encoder, tmp_path):
-    proc = run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    proc = run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
                    *tiny_overrides(tiny_encoder, tmp_path, "training.epoch=1"), check=False)
     assert proc.returncode == 2 and "unknown key(s) ['epoch'] in training" in proc.stderr
 
@@ -121,7 +121,7 @@ def test_bad_config_fails_with_a_clear_message(tiny_encoder, tmp_path):
 def test_fine_tune_packaged_minilm(tmp_path):
     """The real default encoder, a few steps on real BBC articles."""
     out = tmp_path / "minilm"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             "--set", "data.max_samples=100", "--set", "training.epochs=1",
             "--set", "model.max_length=128", "--set", f"training.output_dir={out}",
             "--set", "model.max_chunks=4")

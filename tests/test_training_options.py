@@ -85,7 +85,7 @@ def test_window_draws_depend_on_seed_epoch_and_article_only():
 
 def test_attention_pooling_trained_saved_and_reloaded(tiny_encoder, keyword_data, tmp_path):
     out = tmp_path / "attention"
-    run_cli("-m", "train", "--config", "configs/bbc_topic.yaml",
+    run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
             *tiny_overrides(tiny_encoder, out, "tasks.0.dataset.format=jsonl",
                             f"tasks.0.dataset.path={keyword_data}", "training.epochs=5",
                             "training.batch_size=8", "training.learning_rate=3e-3",

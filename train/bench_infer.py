@@ -28,31 +28,92 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# `[device/]precision[:N]`: the device (cpu unless named), the precision, and at most N
-# windows read of each article (`load_classifier(max_chunks=N)`).
-CPU_METHODS = ("hf_pipeline", "fp32", "bf16", "int8", "bf16:4", "bf16:2")
-GPU_METHODS = ("cuda/hf_pipeline", "cuda/fp32", "cuda/bf16", "cuda/fp16", "cuda/bf16:4")
-PRECISIONS = ("fp32", "bf16", "int8")
+# `[device/]engine-precision[+exit][:N]`: what runs the encoder, in which precision, `+exit`
+# for adaptive reading (the artifact's `model.early_exit`, else --early-exit), and `:N` to
+# read at most N windows of an article (`load_classifier(max_chunks=N)`).
+# `torch-int8-dynamic` is PyTorch's dynamic int8 quantization, which earlier versions
+# served: kept here as a baseline only. `default` is what `load_classifier` picks itself.
+CPU_METHODS = ("hf_pipeline", "torch-fp32", "torch-bf16", "torch-int8-dynamic",
+               "ctranslate2-int8", "openvino-int8", "default", "default:8")
+GPU_METHODS = ("cuda/hf_pipeline", "cuda/torch-fp32", "cuda/torch-bf16", "cuda/torch-fp16")
 
 
 def methods() -> tuple[str, ...]:
-    """The CPU methods, and the GPU ones where torch sees a CUDA GPU."""
+    """The CPU methods (bf16 only where the CPU runs it natively), and the GPU ones where
+    torch sees a CUDA GPU."""
     import torch
 
     from model.inference import native_bf16
 
+    cpu = tuple(m for m in CPU_METHODS if "bf16" not in m or native_bf16("cpu"))
     if not torch.cuda.is_available():
-        return CPU_METHODS
-    # bf16 on a GPU older than Ampere is emulated: not a path anyone should pick there.
-    return CPU_METHODS + tuple(m for m in GPU_METHODS
-                               if "bf16" not in m or native_bf16("cuda"))
+        return cpu
+    return cpu + tuple(m for m in GPU_METHODS if "bf16" not in m or native_bf16("cuda"))
 
 
-def split_method(method: str) -> tuple[str, str, int | None]:
-    """`(device, precision, max_chunks)` of a method name."""
+def split_method(method: str) -> tuple[str, str, str, bool, int | None]:
+    """`(device, engine, precision, early exit, max_chunks)` of a method name."""
     device, _, rest = method.rpartition("/")
-    precision, _, chunks = rest.partition(":")
-    return device or "cpu", precision, int(chunks) if chunks else None
+    rest, _, chunks = rest.partition(":")
+    rest, plus, _ = rest.partition("+exit")
+    engine, _, precision = rest.partition("-")
+    return device or "cpu", engine, precision, bool(plus), int(chunks) if chunks else None
+
+
+def load_method(model_dir: str, method: str, early_exit: float):
+    """The classifier a method names."""
+    from model.inference import load_classifier
+
+    device, engine, precision, exit_, max_chunks = split_method(method)
+    if engine == "default":
+        return load_classifier(model_dir, quiet=True, max_chunks=max_chunks)
+    dynamic = precision == "int8-dynamic"
+    own = json.loads((Path(model_dir) / "config.json").read_text())["model"].get("early_exit")
+    base = "torch" if engine == "ctranslate2" else engine
+    clf = load_classifier(model_dir, engine=base, quiet=True, device=device, max_chunks=max_chunks,
+                          precision="fp32" if base != engine or dynamic else precision or "auto",
+                          early_exit=(own or early_exit) if exit_ else None)
+    if engine == "ctranslate2":
+        clf.engine, clf.precision = CTranslate2Encoder(clf), "int8"
+    if dynamic:
+        import torch
+
+        clf.network.encoder = torch.ao.quantization.quantize_dynamic(
+            clf.network.encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        clf.precision = "int8-dynamic"
+    return clf
+
+
+class CTranslate2Encoder:
+    """CTranslate2's int8 encoder in the place of the network's (BERT-family encoders
+    only): padding is dropped before the per-token layers, then put back for pooling."""
+
+    name = "ctranslate2-int8"
+
+    def __init__(self, clf):
+        import tempfile
+
+        import ctranslate2
+
+        folder = Path(tempfile.mkdtemp(prefix="ct2-"))
+        clf.network.encoder.save_pretrained(folder / "hf")
+        clf.tokenizer.save_pretrained(folder / "hf")
+        ctranslate2.converters.TransformersConverter(str(folder / "hf")).convert(
+            str(folder / "ct2"), quantization="int8")
+        import torch
+
+        self.model = ctranslate2.Encoder(str(folder / "ct2"), device="cpu", compute_type="int8",
+                                         intra_threads=torch.get_num_threads())
+
+    def token_states(self, input_ids, attention_mask):
+        import torch
+
+        lengths = attention_mask.sum(1).tolist()
+        ids = [row[:n] for row, n in zip(input_ids.tolist(), lengths)]
+        states = torch.as_tensor(np.asarray(self.model.forward_batch(ids).last_hidden_state))
+        out = states.new_zeros((*input_ids.shape, states.shape[-1]))
+        out[:, :states.shape[1]] = states[:, :input_ids.shape[1]]
+        return out
 
 
 def bench_articles(n: int) -> list[str]:
@@ -75,23 +136,24 @@ def bench_articles(n: int) -> list[str]:
     return texts[:n]
 
 
-def run_method(method: str, model_dir: str, repeats: int, batch_size: int) -> dict:
+def run_method(method: str, model_dir: str, repeats: int, batch_size: int,
+               early_exit: float) -> dict:
     """Runs inside a worker process: throughput, latency and labels of one method."""
     import resource
 
     texts = bench_articles(1000)
-    device, precision, max_chunks = split_method(method)
-    if precision == "hf_pipeline":
+    device, engine = split_method(method)[:2]
+    windows = None
+    if engine == "hf_pipeline":
         predict_many, predict_one = hf_pipeline(model_dir, device)
     else:
-        from model.inference import load_classifier
-
-        clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks,
-                              device=device)
+        clf = load_method(model_dir, method, early_exit)
         task = clf.tasks[0].name
 
         def predict_many(items):
+            nonlocal windows
             out = clf.predict(items, batch_size=batch_size)
+            windows = sum(o["chunks"] for o in out)
             return [o[task].get("label") or ",".join(o[task]["labels"]) for o in out]
 
         def predict_one(item):
@@ -108,7 +170,8 @@ def run_method(method: str, model_dir: str, repeats: int, batch_size: int) -> di
         started = time.perf_counter()
         predict_one(text)
         latency.append((time.perf_counter() - started) * 1000)
-    return {"method": method, "articles": len(texts),
+    return {"method": method, "articles": len(texts), "windows_read": windows,
+            "engine": getattr(clf, "engine_name", None) if engine != "hf_pipeline" else None,
             "articles_per_s": len(texts) / statistics.median(seconds),
             "runs_s": seconds, "p50_ms": float(np.percentile(latency, 50)),
             "p95_ms": float(np.percentile(latency, 95)),
@@ -119,7 +182,7 @@ def run_method(method: str, model_dir: str, repeats: int, batch_size: int) -> di
 def hf_pipeline(model_dir: str, device: str = "cpu"):
     """`pipeline("text-classification")` on a single-head model of the same encoder:
     the artifact's encoder weights in a BertForSequenceClassification-style model, read
-    as the pipeline reads (truncated to the encoder's 512 positions, one call per text)."""
+    as the pipeline reads (truncated to the encoder's 512 positions, 16 texts a batch)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -139,19 +202,22 @@ def hf_pipeline(model_dir: str, device: str = "cpu"):
                         device=0 if device == "cuda" else -1)
 
     def predict_many(items):
-        return [r["label"] for r in classify(items, truncation=True, max_length=512)]
+        return [r["label"] for r in classify(items, truncation=True, max_length=512,
+                                             batch_size=16)]
 
     return predict_many, lambda item: classify(item, truncation=True, max_length=512)
 
 
 def kernels_used(model_dir: str, method: str) -> list[str]:
-    """oneDNN's verbose log of one forward pass, reduced to the distinct kernels."""
-    code = ("import sys; from model.inference import load_classifier; "
-            f"c = load_classifier({model_dir!r}, precision={method!r}, device='cpu'); "
-            "c.predict(['A short text about markets and shares.'] * 4)")
+    """The matrix kernels one forward pass of `method` ran: oneDNN's verbose log for
+    torch, the primitives OpenVINO compiled for the openvino engine."""
+    code = ("from train.bench_infer import load_method; "
+            f"c = load_method({model_dir!r}, {method!r}, 0.9); "
+            "c.predict(['A short text about markets and shares.'] * 4); "
+            "print('\\n'.join('isa:' + k for k in (c.engine.kernels() if c.engine else [])))")
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, env=env, timeout=300).stdout
+                         text=True, env=env, timeout=600).stdout
     found = set()
     for line in out.splitlines():
         parts = line.split(",")
@@ -159,16 +225,17 @@ def kernels_used(model_dir: str, method: str) -> list[str]:
             found.add(f"{parts[4]}:{parts[5]}")
         elif "isa:" in line:
             found.add(line.split("isa:", 1)[1].strip())
-    if method == "int8":
+    if method == "torch-int8-dynamic":
         import torch
 
         found.add(f"quantized engine: {torch.backends.quantized.engine} (dynamic int8 Linear)")
     return sorted(found) or ["(no oneDNN primitives: ATen/MKL kernels)"]
 
 
-def test_scores(model_dir: str, config: str, methods) -> dict:
-    """Test-split scores of every task for each precision (the accuracy side of speed)."""
-    from model.inference import load_classifier
+def test_scores(model_dir: str, config: str, methods, early_exit: float) -> dict:
+    """Test-split scores of every task for each method (the accuracy side of speed), the
+    mean cosine of its window embeddings to torch fp32's, and the windows it read."""
+    import torch
 
     from .config import load_run_config
     from .run import evaluate_split, prepare_data
@@ -178,14 +245,18 @@ def test_scores(model_dir: str, config: str, methods) -> dict:
               json.loads((Path(model_dir) / "config.json").read_text())["tasks"]}
     cfg.tasks = [t for t in cfg.tasks if t.name in labels]
     _, splits, _ = prepare_data(cfg, labels)
-    scores = {}
+    scores, reference = {}, None
+    texts = [e.text for task in splits.values() for e in task["test"]]
     for method in methods:
-        device, precision, max_chunks = split_method(method)
-        clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks,
-                              device=device)
+        clf = load_method(model_dir, method, early_exit)
         results = evaluate_split(clf, splits, "test", 64)
         scores[method] = {name: {k: r[k] for k in ("accuracy", "micro_f1", "macro_f1")
                                  if k in r} for name, r in results.items()}
+        rows = clf.embed_windows(clf.encode(texts), 64).float()
+        reference = rows if reference is None else reference
+        scores[method]["cosine_to_fp32"] = float(
+            torch.nn.functional.cosine_similarity(rows, reference).mean())
+        scores[method]["windows_read"] = sum(o["chunks"] for o in clf.predict(texts, batch_size=64))
     return scores
 
 
@@ -207,7 +278,7 @@ def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
     return time.perf_counter() - started, peak / 2**20
 
 
-def streaming(model_dir: str, work: Path, precision: str) -> dict:
+def streaming(model_dir: str, work: Path) -> dict:
     """Batch prediction of 10k and 100k JSONL lines (headline-length texts, so that the
     100k run takes minutes): memory must stay flat as the input grows."""
     texts = [t.split("\n")[0] for t in bench_articles(1000)]
@@ -219,7 +290,7 @@ def streaming(model_dir: str, work: Path, precision: str) -> dict:
                 handle.write(json.dumps({"id": i, "text": texts[i % len(texts)]}) + "\n")
         out = work / f"stream_{n}.out.jsonl"
         seconds, peak = peak_rss_of([sys.executable, "-m", "model.cli", "predict", model_dir,
-                                     str(src), "-o", str(out), "--precision", precision])
+                                     str(src), "-o", str(out)])
         with open(out) as handle:
             lines = sum(1 for _ in handle)
         results[n] = {"seconds": seconds, "peak_rss_mib": peak, "lines_out": lines,
@@ -227,7 +298,7 @@ def streaming(model_dir: str, work: Path, precision: str) -> dict:
     return results
 
 
-def service_throughput(model_dir: str, precision: str, seconds: float = 20.0) -> dict:
+def service_throughput(model_dir: str, seconds: float = 20.0) -> dict:
     """Requests/s of `article-classifier serve` at 1, 8 and 32 concurrent clients."""
     import http.client
     import socket
@@ -237,7 +308,7 @@ def service_throughput(model_dir: str, precision: str, seconds: float = 20.0) ->
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", model_dir, "--port",
-                               str(port), "--precision", precision], cwd=ROOT,
+                               str(port)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     texts = [t[:3000] for t in bench_articles(200)]
 
@@ -286,41 +357,43 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="configs/bbc_topic.yaml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--fast", default="auto",
-                        help="the precision streaming and serving use (default: what users "
-                             "get, auto)")
-    parser.add_argument("--skip", default="", help="comma list: streaming,service,scores")
+    parser.add_argument("--methods", help="comma list of methods (default: all that apply)")
+    parser.add_argument("--early-exit", type=float, default=0.9,
+                        help="confidence of the +exit methods where the artifact sets none")
+    parser.add_argument("--skip", default="",
+                        help="comma list: runs (throughput), streaming, service, scores")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(run_method(args.worker, args.model, args.repeats, args.batch_size)))
+        print(json.dumps(run_method(args.worker, args.model, args.repeats, args.batch_size,
+                                    args.early_exit)))
         return 0
     skip = set(filter(None, args.skip.split(",")))
+    chosen = args.methods.split(",") if args.methods else list(methods())
     runs = {}
-    for method in methods():
+    for method in [] if "runs" in skip else chosen:
         proc = subprocess.run([sys.executable, "-m", "train.bench_infer", "--worker", method,
                                "--model", args.model, "--repeats", str(args.repeats),
-                               "--batch-size", str(args.batch_size)], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
+                               "--batch-size", str(args.batch_size),
+                               "--early-exit", str(args.early_exit)], cwd=ROOT,
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{method} failed:\n{proc.stderr[-3000:]}")
         runs[method] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"{method}: {runs[method]['articles_per_s']:.1f} articles/s", flush=True)
-    from model.inference import resolve_device, resolve_precision
-
-    device = resolve_device("auto")
-    report = {"runs": runs, "kernels": {m: kernels_used(args.model, m) for m in PRECISIONS},
-              "fast_path": {"device": str(device),
-                            "precision": resolve_precision(args.fast, device)}}
+    report = {"runs": runs, "kernels": {m: kernels_used(args.model, m) for m in chosen
+                                        if split_method(m)[1] != "hf_pipeline"}}
     if "scores" not in skip:
         report["test_scores"] = test_scores(
             args.model, args.config,
-            [m for m in methods() if split_method(m)[1] != "hf_pipeline"])
+            [m for m in chosen if split_method(m)[1] != "hf_pipeline"], args.early_exit)
     work = Path(args.out) / "work"
     work.mkdir(parents=True, exist_ok=True)
     if "streaming" not in skip:
-        report["streaming"] = streaming(args.model, work, args.fast)
+        report["streaming"] = streaming(args.model, work)
     if "service" not in skip:
-        report["service"] = service_throughput(args.model, args.fast)
+        report["service"] = service_throughput(args.model)
     text = render(report)
     print(text)
     out = Path(args.out)
@@ -332,39 +405,46 @@ def main(argv=None) -> int:
 
 
 def render(report: dict) -> str:
-    from .metrics import environment
+    from .metrics import CPU_FLAGS, environment
 
     runs = report["runs"]
-    lines = [f"Inference on {runs['fp32']['articles']} real articles (full length)", "",
-             "| method | articles/s | vs pipeline | p50 ms | p95 ms | peak RSS MiB | "
-             "same label as fp32 |", "|---|---|---|---|---|---|---|"]
-    for name, run in runs.items():
-        device, precision, _ = split_method(name)
-        prefix = "" if device == "cpu" else f"{device}/"
-        # Each device's methods are compared with that device's pipeline and fp32.
-        base = runs[f"{prefix}hf_pipeline"]["articles_per_s"]
-        fp32 = runs[f"{prefix}fp32"]["labels"]
-        same = np.mean([a == b for a, b in zip(run["labels"], fp32)])
-        agree = "" if precision == "hf_pipeline" else f"{same:.4f}"
-        lines.append(f"| {name} | {run['articles_per_s']:.1f} | {run['articles_per_s'] / base:.2f}x"
-                     f" | {run['p50_ms']:.0f} | {run['p95_ms']:.0f} | {run['peak_rss_mib']:.0f} "
-                     f"| {agree} |")
+    lines = []
+    if runs:
+        first = next(iter(runs.values()))
+        lines += [f"Inference on {first['articles']} real articles (full length)", "",
+                  "| method | engine | articles/s | vs pipeline | windows read | p50 ms | "
+                  "p95 ms | peak RSS MiB | same label as fp32 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, run in runs.items():
+            device, engine = split_method(name)[:2]
+            prefix = "" if device == "cpu" else f"{device}/"
+            # Each device's methods are compared with that device's pipeline and fp32.
+            base = runs.get(f"{prefix}hf_pipeline", {}).get("articles_per_s", float("nan"))
+            fp32 = runs.get(f"{prefix}torch-fp32", run)["labels"]
+            same = np.mean([a == b for a, b in zip(run["labels"], fp32)])
+            agree = "" if engine == "hf_pipeline" else f"{same:.4f}"
+            lines.append(f"| {name} | {run.get('engine') or ''} | {run['articles_per_s']:.1f} | "
+                         f"{run['articles_per_s'] / base:.2f}x | {run.get('windows_read') or ''} | "
+                         f"{run['p50_ms']:.0f} | {run['p95_ms']:.0f} | {run['peak_rss_mib']:.0f} "
+                         f"| {agree} |")
     if "test_scores" in report:
-        lines += ["", "Test split scores (change against fp32 in points):", ""]
+        lines += ["", "Test split scores (change against torch fp32 in points), mean cosine "
+                  "of window embeddings to torch fp32, windows read:", ""]
+        ref = next(iter(report["test_scores"].values()))
         for method, tasks in report["test_scores"].items():
-            device = split_method(method)[0]
-            ref = report["test_scores"]["fp32" if device == "cpu" else f"{device}/fp32"]
             parts = [f"{task} {k} {v:.4f} ({100 * (v - ref[task][k]):+.2f})"
-                     for task, scores in tasks.items() for k, v in scores.items()]
-            lines.append(f"- {method}: " + "; ".join(parts))
-    lines += ["", "`bf16:N`: bf16 reading at most N windows of each article (`--max-chunks N`); "
-              "`cuda/...`: on the GPU (compared with the pipeline on the GPU).",
-              "", "Kernels seen:"]
+                     for task, scores in tasks.items() if isinstance(scores, dict)
+                     for k, v in scores.items()]
+            lines.append(f"- {method}: " + "; ".join(parts)
+                         + f"; cosine {tasks['cosine_to_fp32']:.4f}; "
+                           f"windows {tasks['windows_read']}")
+    lines += ["", "`+exit`: adaptive reading (an article stops after its first window where "
+              "every task is decided with the early-exit confidence); `default`: what "
+              "`load_classifier` picks itself; `cuda/...`: on the GPU (compared with the "
+              "pipeline on the GPU).", "", "Kernels seen:"]
     lines += [f"- {m}: {', '.join(k)}" for m, k in report["kernels"].items()]
     if "streaming" in report or "service" in report:
-        fast = report["fast_path"]
-        lines += ["", f"Streaming and the service ran on {fast['device']} in "
-                  f"{fast['precision']} (`--fast`, default auto)."]
+        lines += ["", "Streaming and the service ran with their defaults (what users get)."]
     if "streaming" in report:
         lines += ["", "| streamed lines | seconds | articles/s | peak RSS MiB | lines out |",
                   "|---|---|---|---|---|"]
@@ -377,8 +457,14 @@ def render(report: dict) -> str:
         lines += [f"| {c} | {r['requests_per_s']:.1f} | {r['requests']} | {r['errors']} |"
                   for c, r in report["service"].items()]
     env = environment()
-    lines += ["", f"machine: {env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']}; "
-              f"runs: median of repeats, each method in its own process"]
+    from model.inference import native_bf16
+
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    lines += ["", f"machine: {env['cpu']}, {env['cpu_count']} CPUs, flags "
+              f"{' '.join(env['cpu_flags']) or 'none of ' + ', '.join(CPU_FLAGS)}"
+              + (f", oneDNN capped at {capped}" if capped else "")
+              + f", torch sees native bf16: {native_bf16('cpu')}; torch {env['torch']}; "
+              "runs: median of repeats, each method in its own process"]
     return "\n".join(lines)
 
 

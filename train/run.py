@@ -29,6 +29,7 @@ import yaml
 from transformers import set_seed
 
 from model.artifact import build_network, save_artifact
+from model.engines import calibration_windows
 from model.config import MULTI_LABEL, TaskSpec
 from model.encoders import EncoderError
 from model.inference import ArticleClassifier, auto_precision, resolve_device
@@ -181,7 +182,10 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     save_artifact(out_dir / "model", network, tokenizer,
                   metrics={"test": results, "test_precision": "fp32",
                            "test_device": str(clf.device), "test_by_precision": by_precision},
-                  lexical=clf.lexical)
+                  lexical=clf.lexical,
+                  calibration=calibration_windows(
+                      clf, [e.text for spec in specs for e in splits[spec.name]["train"]],
+                      seed=cfg.training.seed))
     (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out_dir / "splits.json").write_text(json.dumps(
         {t: {s: [e.id for e in ex] for s, ex in by_split.items()}

@@ -1,0 +1,250 @@
+"""Encoder engines: what runs the transformer when a loaded model predicts.
+
+- `torch`: the network itself, in the precision asked for (fp32, or bf16/fp16 autocast).
+- `openvino`: the encoder compiled by OpenVINO with int8 weights and activations, quantized
+  post-training by NNCF with *static* scales calibrated on real windows of the training
+  split (kept in the artifact as `calibration.safetensors`). Static scales keep every
+  article's scores independent of the other articles in its batch, which PyTorch's
+  dynamic int8 (one activation scale per batch) does not.
+
+The int8 graph is built once per artifact into `$ARTICLE_CLASSIFIER_CACHE/engines` (by
+default ~/.cache/article-classifier/engines), in a folder keyed by the hash of the
+artifact's weights, its calibration windows and the library versions, so retraining or
+editing a model rebuilds it. `auto` takes `openvino` on a CPU where the artifact carries
+calibration windows and OpenVINO loads, else `torch`; the reason is printed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .encoders import cache_root
+
+ENGINES = ("auto", "torch", "openvino")
+CALIBRATION_NAME = "calibration.safetensors"
+CALIBRATION_WINDOWS = 128
+ENGINE_FORMAT = 1  # bump when the way graphs are built changes: old caches are rebuilt
+
+
+class EngineError(RuntimeError):
+    """An engine that was asked for cannot run this model here."""
+
+
+# -- calibration windows ----------------------------------------------------------------
+def calibration_windows(clf, texts: list[str], n: int = CALIBRATION_WINDOWS,
+                        seed: int = 0) -> list[list[int]]:
+    """Up to `n` token windows of `texts` as `clf` reads them, one per article (a random
+    window of each of `n` random articles): what the int8 activation scales are fitted on."""
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.permutation(len(texts))[:n])
+    encoded = [a for a in clf.encode([texts[i] for i in picked]) if a.windows]
+    return [list(a.windows[int(rng.integers(len(a.windows)))]) for a in encoded]
+
+
+def save_calibration(folder: str | os.PathLike, windows: list[list[int]]) -> None:
+    """Write `windows` as `calibration.safetensors`: padded token ids and lengths."""
+    from safetensors.numpy import save_file
+
+    if not windows:
+        return
+    lengths = np.array([len(w) for w in windows], dtype=np.int32)
+    ids = np.zeros((len(windows), int(lengths.max())), dtype=np.int32)
+    for row, window in zip(ids, windows):
+        row[:len(window)] = window
+    save_file({"input_ids": ids, "lengths": lengths}, str(Path(folder) / CALIBRATION_NAME))
+
+
+def load_calibration(folder: str | os.PathLike) -> list[list[int]] | None:
+    """The artifact's calibration windows, or None where it has none."""
+    from safetensors.numpy import load_file
+
+    path = Path(folder) / CALIBRATION_NAME
+    if not path.is_file():
+        return None
+    data = load_file(str(path))
+    return [row[:n].tolist() for row, n in zip(data["input_ids"], data["lengths"])]
+
+
+# -- engines -----------------------------------------------------------------------------
+class OpenVinoEngine:
+    """An int8 OpenVINO encoder: token ids and mask in, last hidden states (fp32) out.
+
+    OpenVINO runs a graph of fixed sequence length about 10% faster than a fully dynamic
+    one, so each batch is padded (masked) up to a multiple of `BUCKET` tokens and every
+    such length gets its own compiled graph (about 0.3 s each, on first use)."""
+
+    name = "openvino-int8"
+    BUCKET = 64
+
+    def __init__(self, xml: Path, threads: int | None = None):
+        import openvino as ov
+
+        self.config = {"INFERENCE_PRECISION_HINT": "f32",  # int8 matmuls, fp32 elsewhere
+                       "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.path = xml
+        self.core = ov.Core()
+        self.requests: dict[int, object] = {}
+        self.request(self.BUCKET)  # a graph that cannot compile fails here, at load
+
+    def request(self, length: int):
+        """The infer request of the graph compiled for sequences of `length` tokens."""
+        if length not in self.requests:
+            graph = self.core.read_model(str(self.path))
+            graph.reshape({"input_ids": [-1, length], "attention_mask": [-1, length]})
+            self.requests[length] = self.core.compile_model(graph, "CPU", self.config) \
+                .create_infer_request()
+        return self.requests[length]
+
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        rows, length = input_ids.shape
+        bucket = -(-length // self.BUCKET) * self.BUCKET
+        ids = np.zeros((rows, bucket), dtype=np.int64)
+        mask = np.zeros((rows, bucket), dtype=np.int64)
+        ids[:, :length] = input_ids.cpu().numpy()
+        mask[:, :length] = attention_mask.cpu().numpy()
+        out = self.request(bucket).infer({"input_ids": ids, "attention_mask": mask})
+        return torch.from_numpy(np.array(out[0][:, :length], copy=True))
+
+    def kernels(self) -> list[str]:
+        """The primitives OpenVINO picked for the matrix layers (shows int8 / VNNI / AMX)."""
+        found = set()
+        for request in self.requests.values():
+            for op in request.get_compiled_model().get_runtime_model().get_ops():
+                info = op.get_rt_info()
+                if "primitiveType" in info and info["layerType"].astype(str) == "FullyConnected":
+                    found.add(info["primitiveType"].astype(str))
+        return sorted(found)
+
+
+class _LastHidden(torch.nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def engine_key(artifact: Path, calibration: list[list[int]]) -> str:
+    """The cache key of an artifact's int8 engine: weights, calibration, versions."""
+    import nncf
+    import openvino as ov
+
+    digest = hashlib.sha256()
+    with open(artifact / "model.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps([calibration, ov.__version__, nncf.__version__, ENGINE_FORMAT,
+                              torch.__version__]).encode())
+    return digest.hexdigest()[:32]
+
+
+def build_openvino(network, calibration: list[list[int]], out: Path) -> None:
+    """Export the encoder, quantize it with NNCF on `calibration`, write `out/encoder.xml`."""
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    encoder = _LastHidden(network.encoder).eval().float().cpu()
+    example = torch.tensor([calibration[0]], dtype=torch.long)
+    dynamic = [("input_ids", ov.PartialShape([-1, -1]), ov.Type.i64),
+               ("attention_mask", ov.PartialShape([-1, -1]), ov.Type.i64)]
+    with torch.inference_mode():
+        graph = ov.convert_model(encoder, example_input=(example, torch.ones_like(example)),
+                                 input=dynamic)
+    samples = [{"input_ids": np.array([w], dtype=np.int64),
+                "attention_mask": np.ones((1, len(w)), dtype=np.int64)} for w in calibration]
+    quantized = nncf.quantize(graph, nncf.Dataset(samples), subset_size=len(samples),
+                              model_type=nncf.ModelType.TRANSFORMER)
+    ov.save_model(quantized, str(out / "encoder.xml"), compress_to_fp16=False)
+
+
+def openvino_engine(artifact: str | os.PathLike, network, threads: int | None = None,
+                    quiet: bool = False) -> OpenVinoEngine:
+    """The artifact's int8 OpenVINO engine, built into the cache on first use."""
+    artifact = Path(artifact)
+    calibration = load_calibration(artifact)
+    if not calibration:
+        raise EngineError(f"{artifact} has no {CALIBRATION_NAME} (int8 calibration windows; "
+                          "artifacts trained before this library wrote them): retrain, or "
+                          "add them with `article-classifier calibrate MODEL TEXTS`")
+    try:
+        key = engine_key(artifact, calibration)
+    except ImportError as err:
+        raise EngineError(f"OpenVINO is not installed ({err}); pip install openvino nncf") from err
+    folder = cache_root() / "engines" / key
+    if not (folder / "encoder.xml").is_file():
+        if not quiet:
+            print(f"building the int8 OpenVINO engine of {artifact} (once; kept in {folder})",
+                  file=sys.stderr)
+        started = time.perf_counter()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+        try:
+            build_openvino(network, calibration, tmp)
+            (tmp / "engine.json").write_text(json.dumps({"artifact": str(artifact.resolve()),
+                                                         "windows": len(calibration)}))
+            try:
+                tmp.rename(folder)
+            except OSError:  # another process built it meanwhile: theirs is as good
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not quiet:
+            print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return OpenVinoEngine(folder / "encoder.xml", threads or torch.get_num_threads())
+
+
+def choose_engine(requested: str, requested_precision: str | None, precision: str,
+                  device: torch.device, artifact: str | os.PathLike | None,
+                  network) -> tuple[OpenVinoEngine | None, str]:
+    """The engine to run (None: torch, the network itself) and why. `requested`: auto,
+    torch or openvino; `precision` is what `requested_precision` resolved to on `device`.
+
+    int8 (asked for, or `requested` openvino) runs openvino, and an error says why where it
+    cannot. `auto` with precision `auto` takes openvino on a CPU where the artifact carries
+    calibration windows and OpenVINO builds and loads; anything else runs torch, with the
+    reason said.
+    """
+    if requested not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {requested!r}")
+    explicit = requested_precision not in (None, "auto")
+    if requested == "openvino" or precision == "int8":
+        if requested == "torch":
+            raise EngineError("int8 runs on the openvino engine, not torch")
+        if device.type != "cpu":
+            raise EngineError(f"the openvino engine runs on the CPU, not {device}")
+        if explicit and precision != "int8":
+            raise EngineError(f"the openvino engine runs int8, not {requested_precision}")
+        if artifact is None:
+            raise EngineError("the openvino engine needs a saved model folder")
+        return openvino_engine(artifact, network), "asked for"
+    if requested == "torch":
+        return None, "asked for"
+    if device.type != "cpu":
+        return None, f"{device.type} runs torch"
+    if explicit:
+        return None, f"precision {requested_precision} asked for"
+    if artifact is None:
+        return None, "no saved model folder"
+    try:
+        return openvino_engine(artifact, network), "int8 OpenVINO measures fastest on CPUs"
+    except EngineError as err:
+        return None, f"openvino unavailable: {err}"
+    except Exception as err:  # noqa: BLE001 - any failure to build or compile falls back, said
+        return None, \
+            f"openvino failed to build or load ({type(err).__name__}: {err})"
