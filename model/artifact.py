@@ -109,6 +109,20 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
     return path
 
 
+def record_metrics(path: str | os.PathLike, network: ArticleClassifierNetwork,
+                   metrics: dict) -> None:
+    """Replace the metrics of a saved artifact (config.json and its model card): for
+    scores measured on the saved model itself, such as those of the engine it serves."""
+    path = Path(path)
+    document = read_artifact_config(path)
+    document["metrics"] = metrics
+    for name, text in ((CONFIG_NAME, json.dumps(document, indent=2, default=str)),
+                       ("README.md", model_card(network, metrics))):
+        tmp = path / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(path / name)
+
+
 def read_artifact_config(path: str | os.PathLike) -> dict:
     """The artifact's config.json, checked for a known format version."""
     path = Path(path)
@@ -222,8 +236,9 @@ def model_card(network: ArticleClassifierNetwork, metrics: dict, extra: str = ""
             lines += [f"`test.*` was measured in {metrics['test_precision']} on "
                       f"{metrics.get('test_device', 'cpu')}; `test_by_precision.*` repeats "
                       f"the headline scores for each path measured ({paths}). "
-                      "`precision=auto` serves bf16 where the device runs it natively, "
-                      "else fp32 on a CPU and fp16 on a GPU.", ""]
+                      "On a CPU `auto` serves the int8 OpenVINO engine (`openvino-int8`), "
+                      "else torch in bf16 where the device runs it natively, fp32 on other "
+                      "CPUs and fp16 on older GPUs.", ""]
         for key, value in _flat_numbers(metrics):
             lines.append(f"- {key}: {value:.4f}" if isinstance(value, float)
                          else f"- {key}: {value}")

@@ -23,8 +23,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .crawl import describe_skipped
-from .evidence import in_fields
 from .engines import ENGINES
+from .evidence import in_fields
 from .inference import load_classifier
 from .inputs import count_records, iter_articles
 from .profile import framing_profile, read_predictions, write_profile

@@ -66,8 +66,9 @@ class RayPredictor:
 
 def predict_with_ray(model_dir: str, source: str, output: str, *, workers: int = 1,
                      precision: str = "auto", device: str = "auto",
-                     encoder_engine: str = "auto", gpus_per_worker: float = 0, batch_size: int = 32, threshold=None,
-                     top_k=None, text_column="text", id_column="id", title_column="title",
+                     encoder_engine: str = "auto", gpus_per_worker: float = 0,
+                     batch_size: int = 32, threshold=None, top_k=None, text_column="text",
+                     id_column="id", title_column="title",
                      max_chunks: int | None = None, keep: list[str] = (),
                      allow_pickle: bool = False) -> None:
     """Predict every record of `source` on Ray, writing shards into the folder `output`."""

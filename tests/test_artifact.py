@@ -28,16 +28,23 @@ def test_artifact_records_everything_inference_needs(keyword_run):
     assert doc["model"]["max_length"] == 64 and doc["model"]["pooling"] == "mean"
     assert doc["encoder_config"]["hidden_size"] == 32
     assert "accuracy" in doc["metrics"]["test"]["topic"]
-    # The reported figures say which path they belong to; the path `auto` serves on the
-    # training machine is measured too when it is not fp32.
+    # The reported figures say which path they belong to; the paths `auto` serves on the
+    # training machine are measured too: torch's when it is not fp32, and the int8 engine
+    # the saved model is served by on a CPU (scored from the saved folder itself).
     assert doc["metrics"]["test_precision"] == "fp32"
     by_precision = doc["metrics"]["test_by_precision"]
     assert by_precision["fp32"]["topic"]["accuracy"] == doc["metrics"]["test"]["topic"]["accuracy"]
     from model.inference import auto_precision
 
-    assert set(by_precision) == {"fp32", auto_precision(doc["metrics"]["test_device"])}
+    assert set(by_precision) == {"fp32", auto_precision(doc["metrics"]["test_device"]),
+                                 "openvino-int8"}
+    served = load_classifier(keyword_run / "model", quiet=True)
+    assert served.engine_name == "openvino-int8"
     card = (keyword_run / "model" / "README.md").read_text()
     assert "topic" in card and "accuracy" in card and "measured in fp32" in card
+    assert "test_by_precision.openvino-int8.topic.accuracy" in card
+    metrics = json.loads((keyword_run / "metrics.json").read_text())
+    assert metrics["test_by_precision"] == by_precision
     assert not list((keyword_run / "model").glob("*.bin"))
 
 

