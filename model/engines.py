@@ -139,14 +139,19 @@ class _LastHidden(torch.nn.Module):
 
 def engine_key(artifact: Path, calibration: list[list[int]]) -> str:
     """The cache key of an artifact's int8 engine: weights, calibration, versions."""
-    import nncf
-    import openvino as ov
+    from importlib.metadata import PackageNotFoundError, version
 
+    from .artifact import WEIGHTS_NAME
+
+    try:
+        versions = [version("openvino"), version("nncf")]
+    except PackageNotFoundError as err:
+        raise EngineError(f"{err.name} is not installed: pip install openvino nncf") from err
     digest = hashlib.sha256()
-    with open(artifact / "model.safetensors", "rb") as handle:
+    with open(artifact / WEIGHTS_NAME, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    digest.update(json.dumps([calibration, ov.__version__, nncf.__version__, ENGINE_FORMAT,
+    digest.update(json.dumps([calibration, versions, ENGINE_FORMAT,
                               torch.__version__]).encode())
     return digest.hexdigest()[:32]
 
@@ -175,38 +180,55 @@ def build_openvino(network, calibration: list[list[int]], out: Path) -> None:
 
 def openvino_engine(artifact: str | os.PathLike, network, threads: int | None = None,
                     quiet: bool = False) -> OpenVinoEngine:
-    """The artifact's int8 OpenVINO engine, built into the cache on first use."""
+    """The artifact's int8 OpenVINO engine, built into the cache on first use (and built
+    again if a cached one no longer loads)."""
     artifact = Path(artifact)
     calibration = load_calibration(artifact)
     if not calibration:
         raise EngineError(f"{artifact} has no {CALIBRATION_NAME} (int8 calibration windows; "
                           "artifacts trained before this library wrote them): retrain, or "
                           "add them with `article-classifier calibrate MODEL TEXTS`")
-    try:
-        key = engine_key(artifact, calibration)
-    except ImportError as err:
-        raise EngineError(f"OpenVINO is not installed ({err}); pip install openvino nncf") from err
-    folder = cache_root() / "engines" / key
-    if not (folder / "encoder.xml").is_file():
-        if not quiet:
-            print(f"building the int8 OpenVINO engine of {artifact} (once; kept in {folder})",
-                  file=sys.stderr)
-        started = time.perf_counter()
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
+    folder = cache_root() / "engines" / engine_key(artifact, calibration)
+    threads = threads or torch.get_num_threads()
+    if (folder / "encoder.xml").is_file():
         try:
-            build_openvino(network, calibration, tmp)
-            (tmp / "engine.json").write_text(json.dumps({"artifact": str(artifact.resolve()),
-                                                         "windows": len(calibration)}))
-            try:
-                tmp.rename(folder)
-            except OSError:  # another process built it meanwhile: theirs is as good
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if not quiet:
-            print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return OpenVinoEngine(folder / "encoder.xml", threads or torch.get_num_threads())
+            return OpenVinoEngine(folder / "encoder.xml", threads)
+        except Exception as err:  # noqa: BLE001 - a damaged or foreign cache entry
+            if not quiet:
+                print(f"the cached int8 engine in {folder} does not load "
+                      f"({type(err).__name__}); building it again", file=sys.stderr)
+            shutil.rmtree(folder, ignore_errors=True)
+    try:
+        build_into(folder, artifact, network, calibration, quiet)
+    except OSError as err:
+        raise EngineError(f"cannot write the int8 engine into {folder} ({err}); set "
+                          "ARTICLE_CLASSIFIER_CACHE to a writable folder") from err
+    return OpenVinoEngine(folder / "encoder.xml", threads)
+
+
+def build_into(folder: Path, artifact: Path, network, calibration: list[list[int]],
+               quiet: bool) -> None:
+    """Build the engine in a temporary folder beside `folder` and rename it into place, so
+    a reader never sees half an engine (if another process won the race, theirs stays)."""
+    if not quiet:
+        print(f"building the int8 OpenVINO engine of {artifact} (once; kept in {folder})",
+              file=sys.stderr)
+    started = time.perf_counter()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        build_openvino(network, calibration, tmp)
+        (tmp / "engine.json").write_text(json.dumps({"artifact": str(artifact.resolve()),
+                                                     "windows": len(calibration)}))
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not (folder / "encoder.xml").is_file():  # not another process's build
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not quiet:
+        print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
 def choose_engine(requested: str, requested_precision: str | None, precision: str,

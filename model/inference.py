@@ -19,68 +19,13 @@ from tqdm.auto import tqdm
 
 from .artifact import load_artifact, load_lexical_models
 from .config import MULTI_LABEL, ModelConfig, TaskSpec, check_early_exit
+
+# Re-exported: callers import these from here.
+from .devices import PRECISIONS, auto_precision, native_bf16, resolve_device, resolve_precision  # noqa: F401
 from .engines import choose_engine
 from .evidence import explain
 from .reading import read_adaptively
 from .text import EncodedArticle, chunk_articles, clean_text, clean_text_mapped
-
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`auto` (or None) is the first CUDA GPU where there is one, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for, but torch sees no CUDA GPU "
-                         f"(torch {torch.__version__}); use --device cpu")
-    return device
-
-
-def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """Whether `device` runs bf16 matrix work natively.
-
-    CPUs: AVX512-BF16 or AMX (elsewhere torch emulates bf16, slower than fp32). CUDA:
-    compute capability 8.0 (Ampere) or newer; `torch.cuda.is_bf16_supported()` also
-    says yes on older GPUs that only emulate it.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type != "cpu":
-        return False
-    cpu = getattr(torch, "cpu", None)
-    return any(getattr(cpu, name, lambda: False)() for name in
-               ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-
-
-def auto_precision(device: str | torch.device) -> str:
-    """What `auto` runs on `device` with the torch engine: bf16 where it is native; else
-    fp16 on a GPU and fp32 on a CPU. (int8 runs on the OpenVINO engine, which
-    `load_classifier` prefers on CPUs: model/engines.py.)"""
-    device = torch.device(device)
-    if native_bf16(device):
-        return "bf16"
-    return "fp16" if device.type == "cuda" else "fp32"
-
-
-def resolve_precision(requested: str | None, device: str | torch.device = "cpu") -> str:
-    """The precision to run on `device`: `auto` (or None) as `auto_precision` decides; an
-    explicit one is checked against the device."""
-    device = torch.device(device)
-    if requested in (None, "auto"):
-        return auto_precision(device)
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be auto or one of {PRECISIONS}, got {requested!r}")
-    if requested == "int8" and device.type != "cpu":
-        raise ValueError("int8 (the OpenVINO engine) runs on the CPU only")
-    if requested == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 runs on CUDA GPUs only; on a CPU use bf16 or fp32")
-    return requested
 
 
 class ArticleClassifier:
@@ -148,6 +93,17 @@ class ArticleClassifier:
         mixed with the task's lexical model where it has one."""
         logits = self.score(self.embed_windows(encoded, batch_size), encoded)
         return {name: mixed for name, (mixed, _, _) in self.mix(logits, encoded).items()}
+
+    def read(self, encoded: list[EncodedArticle], batch_size: int = 32,
+             threshold: float | None = None, top_k: int | None = None,
+             at_least_one: bool = True) -> tuple[dict[str, np.ndarray], list[EncodedArticle]]:
+        """The served probabilities of `encoded` as `predict` reads them, and each article
+        as read: adaptively where the model has `early_exit` (model/reading.py), else
+        whole. Early exit decides by the stored thresholds, so a caller's own `threshold`
+        or `top_k` reads whole articles."""
+        if self.early_exit is None or threshold is not None or top_k is not None:
+            return self.probabilities(encoded, batch_size), encoded
+        return read_adaptively(self, encoded, batch_size, self.early_exit, at_least_one)
 
     def mix(self, logits: dict[str, np.ndarray], encoded: list[EncodedArticle],
             lexical_probs: dict[str, np.ndarray] | None = None
@@ -259,6 +215,10 @@ class ArticleClassifier:
         `threshold` (one value for all labels) or `top_k` (the k best labels) is given;
         `at_least_one` adds the best label when none passes its threshold.
 
+        Where the model has `early_exit`, an article whose first window already decides
+        every task stops there (`chunks` 1; model/reading.py). `evidence` reads whole
+        articles, so its scores are whole-article ones.
+
         `evidence=K` (True: 3) adds `evidence`: for every task, for each label it gives,
         the K passages that raise that label's probability most, best first, each with
         `start`/`end` (character offsets into the text passed in, in code points), its
@@ -285,12 +245,9 @@ class ArticleClassifier:
                 if n_evidence:
                     probs, passages = explain(self, encoded, chunk, batch_size,
                                               evidence_method)
-                elif self.early_exit is not None:
-                    probs, encoded = read_adaptively(self, encoded, batch_size,
-                                                     self.early_exit)
-                    passages = None
                 else:
-                    probs, passages = self.probabilities(encoded, batch_size), None
+                    (probs, encoded), passages = self.read(encoded, batch_size, threshold,
+                                                           top_k, at_least_one), None
                 for j, art in enumerate(encoded):
                     out = self.format_prediction({k: v[j] for k, v in probs.items()}, art,
                                                  threshold, top_k, at_least_one)
@@ -379,6 +336,8 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
     """
     if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
         raise ValueError(f"max_chunks must be a whole number >= 1, got {max_chunks!r}")
+    if device in (None, "auto") and (engine == "openvino" or precision == "int8"):
+        device = "cpu"  # the int8 engine is a CPU engine, on a GPU machine too
     device = resolve_device(device)
     resolve_precision(precision, device)  # a bad combination fails before loading
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)

@@ -7,7 +7,8 @@ with confidence `c` on its first window stops there:
 
 - single-label task: the best label's probability is at least `c`;
 - multi-label task: every label's probability is at least `c` or at most `1 - c`, and on
-  the side of its threshold that the decision would give anyway.
+  the side of its threshold that the decision would give anyway (and, where an article
+  with no label gets its most probable one, at least one label is clearly in).
 
 Probabilities are the served ones (network mixed with the lexical model, which reads the
 whole article either way). The other articles read all their windows and get exactly
@@ -25,17 +26,23 @@ from .config import MULTI_LABEL, TaskSpec
 from .text import EncodedArticle
 
 
-def confident(task: TaskSpec, probs: np.ndarray, level: float) -> np.ndarray:
-    """Per article (rows of `probs`): is this task decided with confidence `level`?"""
+def confident(task: TaskSpec, probs: np.ndarray, level: float,
+              at_least_one: bool = True) -> np.ndarray:
+    """Per article (rows of `probs`): is this task decided with confidence `level`?
+    With `at_least_one` (the rule that gives an article with no label its most probable
+    one), a multi-label article with no label clearly in is not decided: its fallback
+    label could differ once the whole article is read."""
     if task.type != MULTI_LABEL:
         return probs.max(axis=1) >= level
     thresholds = np.asarray(task.thresholds, dtype=probs.dtype)
     clear_in = (probs >= level) & (probs >= thresholds)
     clear_out = (probs <= 1 - level) & (probs < thresholds)
-    return (clear_in | clear_out).all(axis=1)
+    decided = (clear_in | clear_out).all(axis=1)
+    return decided & clear_in.any(axis=1) if at_least_one else decided
 
 
-def read_adaptively(clf, encoded: list[EncodedArticle], batch_size: int, level: float
+def read_adaptively(clf, encoded: list[EncodedArticle], batch_size: int, level: float,
+                    at_least_one: bool = True
                     ) -> tuple[dict[str, np.ndarray], list[EncodedArticle]]:
     """Served probabilities of `encoded` by adaptive reading, and each article as read
     (only its first window where it stopped there)."""
@@ -47,7 +54,7 @@ def read_adaptively(clf, encoded: list[EncodedArticle], batch_size: int, level: 
     lexical = {name: lex for name, (_, _, lex) in mixed.items() if lex is not None}
     done = np.ones(len(encoded), dtype=bool)
     for task in clf.tasks:
-        done &= confident(task, probs[task.name], level)
+        done &= confident(task, probs[task.name], level, at_least_one)
     more = [i for i, a in enumerate(encoded) if not done[i] and len(a.windows) > 1]
     if more:
         rest = [replace(encoded[i], windows=encoded[i].windows[1:], spans=None) for i in more]

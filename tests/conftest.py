@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Engines, embeddings and encoders that tests build go to a cache of this session, not
+# the user's (subprocesses inherit it).
+os.environ.setdefault("ARTICLE_CLASSIFIER_CACHE", tempfile.mkdtemp(prefix="article-classifier-"
+                                                                   "test-cache-"))
 
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: int = 600):

@@ -23,9 +23,13 @@ from .test_precision import batch_texts
 
 @pytest.fixture()
 def engine_cache(tmp_path, monkeypatch):
-    """A cache of its own, so a test sees what it builds."""
+    """A cache of its own, so a test sees what it builds; and the engine line printed
+    anew (it is printed once per process)."""
+    import model.inference
+
     cache = tmp_path / "cache"
     monkeypatch.setenv("ARTICLE_CLASSIFIER_CACHE", str(cache))
+    monkeypatch.setattr(model.inference, "_SAID", set())
     return cache / "engines"
 
 
@@ -42,7 +46,7 @@ def probabilities(outputs, task="topic"):
 def test_auto_runs_the_int8_engine_close_to_fp32(trained_run, engine_cache, capsys):
     texts = bbc_texts(40)
     exact = load_classifier(trained_run / "model", precision="fp32", device="cpu")
-    fast = load_classifier(trained_run / "model")
+    fast = load_classifier(trained_run / "model", device="cpu")
     assert fast.engine_name == "openvino-int8" and fast.precision == "int8"
     err = capsys.readouterr().err
     assert "building the int8 OpenVINO engine" in err and "encoder runs openvino-int8" in err
@@ -54,14 +58,14 @@ def test_auto_runs_the_int8_engine_close_to_fp32(trained_run, engine_cache, caps
     assert np.abs(probabilities(a) - probabilities(b)).max() <= 0.05
     assert np.mean([x["topic"]["label"] == y["topic"]["label"] for x, y in zip(a, b)]) >= 0.9
     # Built once: a second load takes it from the cache, silently.
-    load_classifier(trained_run / "model", quiet=True)
+    load_classifier(trained_run / "model", device="cpu", quiet=True)
     assert "building" not in capsys.readouterr().err
     assert len(list(engine_cache.iterdir())) == 1
 
 
 def test_the_cache_is_rebuilt_when_the_artifact_changes(model_copy, engine_cache, capsys):
     texts = batch_texts()
-    before = load_classifier(model_copy, engine="openvino").predict(texts)
+    before = load_classifier(model_copy, engine="openvino").predict(texts)  # CPU, even on GPUs
     weights = load_file(str(model_copy / "model.safetensors"))
     name = next(k for k in weights if k.endswith("attention.output.dense.weight"))
     weights[name] = weights[name] * 0.5  # a different encoder, as retraining would give
@@ -71,7 +75,7 @@ def test_the_cache_is_rebuilt_when_the_artifact_changes(model_copy, engine_cache
     assert "building the int8 OpenVINO engine" in capsys.readouterr().err
     assert len(list(engine_cache.iterdir())) == 2
     after = changed.predict(texts)
-    fp32 = load_classifier(model_copy, precision="fp32").predict(texts)
+    fp32 = load_classifier(model_copy, precision="fp32", device="cpu").predict(texts)
     # The new engine follows the new weights, not the old graph.
     assert np.abs(probabilities(after) - probabilities(fp32)).max() <= 0.05
     assert np.abs(probabilities(after) - probabilities(before)).max() > 1e-4
@@ -79,7 +83,7 @@ def test_the_cache_is_rebuilt_when_the_artifact_changes(model_copy, engine_cache
 
 def test_an_engine_that_cannot_load_falls_back_saying_why(model_copy, engine_cache, capsys):
     (model_copy / CALIBRATION_NAME).unlink()
-    clf = load_classifier(model_copy)
+    clf = load_classifier(model_copy, device="cpu")
     assert clf.engine_name == "torch-" + clf.precision and clf.precision in ("fp32", "bf16")
     err = capsys.readouterr().err
     assert "openvino unavailable" in err and CALIBRATION_NAME in err
@@ -94,14 +98,42 @@ def test_an_engine_that_cannot_load_falls_back_saying_why(model_copy, engine_cac
     assert "Traceback" not in proc.stderr
 
 
-def test_a_broken_cached_engine_falls_back_saying_why(model_copy, engine_cache, capsys):
-    load_classifier(model_copy, engine="openvino")
+def test_a_broken_cached_engine_is_built_again(model_copy, engine_cache, capsys):
+    texts = batch_texts()
+    good = load_classifier(model_copy, engine="openvino").predict(texts)
     (xml,) = engine_cache.glob("*/encoder.xml")
     xml.write_text("<net>not a graph")
     capsys.readouterr()
-    clf = load_classifier(model_copy)
+    clf = load_classifier(model_copy, device="cpu")
+    assert clf.engine_name == "openvino-int8"
+    assert "does not load" in capsys.readouterr().err
+    assert probabilities(clf.predict(texts)) == pytest.approx(probabilities(good), abs=1e-6)
+
+
+def test_an_engine_that_fails_to_build_falls_back_saying_why(model_copy, engine_cache,
+                                                              capsys):
+    engine_cache.parent.mkdir(parents=True)
+    engine_cache.write_text("a file where the cache folder should be")
+    clf = load_classifier(model_copy, device="cpu")
     assert clf.engine is None
-    assert "openvino failed to build or load" in capsys.readouterr().err
+    assert "openvino unavailable: cannot write the int8 engine" in capsys.readouterr().err
+    with pytest.raises(EngineError, match="ARTICLE_CLASSIFIER_CACHE"):
+        load_classifier(model_copy, engine="openvino")
+
+
+def test_sequence_buckets_give_the_same_states(trained_run, engine_cache):
+    """Batches are padded to a multiple of 64 tokens: a window must come out the same
+    whichever bucket (compiled graph) it lands in."""
+    import torch
+
+    clf = load_classifier(trained_run / "model", engine="openvino")
+    window = clf.encode(bbc_texts(1))[0].windows[0][:40]
+    ids = torch.tensor([window + [0] * 90])
+    mask = torch.tensor([[1] * 40 + [0] * 90])
+    short = clf.engine.token_states(ids[:, :40], mask[:, :40])  # the 64-token graph
+    long = clf.engine.token_states(ids, mask)                  # the 192-token graph
+    assert sorted(clf.engine.requests) == [64, 192]
+    assert long[:, :40].numpy() == pytest.approx(short.numpy(), abs=1e-4)
 
 
 def test_calibrate_gives_an_old_model_the_engine(model_copy, engine_cache, tmp_path):
@@ -112,7 +144,7 @@ def test_calibrate_gives_an_old_model_the_engine(model_copy, engine_cache, tmp_p
         (src / f"{i}.txt").write_text(text)
     proc = run_cli("-m", "model.cli", "calibrate", str(model_copy), str(src))
     assert "wrote 30 windows" in proc.stderr
-    assert load_classifier(model_copy, quiet=True).engine_name == "openvino-int8"
+    assert load_classifier(model_copy, device="cpu", quiet=True).engine_name == "openvino-int8"
     few = tmp_path / "few"
     few.mkdir()
     (few / "a.txt").write_text("one article only")
@@ -182,5 +214,7 @@ def test_multi_label_confidence_needs_every_label_clear_of_its_threshold():
 
     task = TaskSpec(name="frames", type="multi_label", labels=["a", "b"],
                     thresholds=[0.5, 0.3])
-    probs = np.array([[0.95, 0.02], [0.95, 0.2], [0.5, 0.01], [0.92, 0.96]])
-    assert confident(task, probs, 0.9).tolist() == [True, False, False, True]
+    probs = np.array([[0.95, 0.02], [0.95, 0.2], [0.5, 0.01], [0.92, 0.96], [0.04, 0.01]])
+    assert confident(task, probs, 0.9).tolist() == [True, False, False, True, False]
+    # With no fallback label, an article clearly without any label is decided too.
+    assert confident(task, probs, 0.9, at_least_one=False).tolist()[-1]

@@ -27,93 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench_methods import load_method, methods, split_method
+
 ROOT = Path(__file__).resolve().parents[1]
-# `[device/]engine-precision[+exit][:N]`: what runs the encoder, in which precision, `+exit`
-# for adaptive reading (the artifact's `model.early_exit`, else --early-exit), and `:N` to
-# read at most N windows of an article (`load_classifier(max_chunks=N)`).
-# `torch-int8-dynamic` is PyTorch's dynamic int8 quantization, which earlier versions
-# served: kept here as a baseline only. `default` is what `load_classifier` picks itself.
-CPU_METHODS = ("hf_pipeline", "torch-fp32", "torch-bf16", "torch-int8-dynamic",
-               "ctranslate2-int8", "openvino-int8", "default", "default:4")
-GPU_METHODS = ("cuda/hf_pipeline", "cuda/torch-fp32", "cuda/torch-bf16", "cuda/torch-fp16")
-
-
-def methods() -> tuple[str, ...]:
-    """The CPU methods (bf16 only where the CPU runs it natively), and the GPU ones where
-    torch sees a CUDA GPU."""
-    import torch
-
-    from model.inference import native_bf16
-
-    cpu = tuple(m for m in CPU_METHODS if "bf16" not in m or native_bf16("cpu"))
-    if not torch.cuda.is_available():
-        return cpu
-    return cpu + tuple(m for m in GPU_METHODS if "bf16" not in m or native_bf16("cuda"))
-
-
-def split_method(method: str) -> tuple[str, str, str, bool, int | None]:
-    """`(device, engine, precision, early exit, max_chunks)` of a method name."""
-    device, _, rest = method.rpartition("/")
-    rest, _, chunks = rest.partition(":")
-    rest, plus, _ = rest.partition("+exit")
-    engine, _, precision = rest.partition("-")
-    return device or "cpu", engine, precision, bool(plus), int(chunks) if chunks else None
-
-
-def load_method(model_dir: str, method: str, early_exit: float):
-    """The classifier a method names."""
-    from model.inference import load_classifier
-
-    device, engine, precision, exit_, max_chunks = split_method(method)
-    if engine == "default":
-        return load_classifier(model_dir, quiet=True, max_chunks=max_chunks)
-    dynamic = precision == "int8-dynamic"
-    own = json.loads((Path(model_dir) / "config.json").read_text())["model"].get("early_exit")
-    base = "torch" if engine == "ctranslate2" else engine
-    clf = load_classifier(model_dir, engine=base, quiet=True, device=device, max_chunks=max_chunks,
-                          precision="fp32" if base != engine or dynamic else precision or "auto",
-                          early_exit=(own or early_exit) if exit_ else None)
-    if engine == "ctranslate2":
-        clf.engine, clf.precision = CTranslate2Encoder(clf), "int8"
-    if dynamic:
-        import torch
-
-        clf.network.encoder = torch.ao.quantization.quantize_dynamic(
-            clf.network.encoder, {torch.nn.Linear}, dtype=torch.qint8)
-        clf.precision = "int8-dynamic"
-    return clf
-
-
-class CTranslate2Encoder:
-    """CTranslate2's int8 encoder in the place of the network's (BERT-family encoders
-    only): padding is dropped before the per-token layers, then put back for pooling."""
-
-    name = "ctranslate2-int8"
-
-    def __init__(self, clf):
-        import tempfile
-
-        import ctranslate2
-
-        folder = Path(tempfile.mkdtemp(prefix="ct2-"))
-        clf.network.encoder.save_pretrained(folder / "hf")
-        clf.tokenizer.save_pretrained(folder / "hf")
-        ctranslate2.converters.TransformersConverter(str(folder / "hf")).convert(
-            str(folder / "ct2"), quantization="int8")
-        import torch
-
-        self.model = ctranslate2.Encoder(str(folder / "ct2"), device="cpu", compute_type="int8",
-                                         intra_threads=torch.get_num_threads())
-
-    def token_states(self, input_ids, attention_mask):
-        import torch
-
-        lengths = attention_mask.sum(1).tolist()
-        ids = [row[:n] for row, n in zip(input_ids.tolist(), lengths)]
-        states = torch.as_tensor(np.asarray(self.model.forward_batch(ids).last_hidden_state))
-        out = states.new_zeros((*input_ids.shape, states.shape[-1]))
-        out[:, :states.shape[1]] = states[:, :input_ids.shape[1]]
-        return out
 
 
 def bench_articles(n: int) -> list[str]:
@@ -240,7 +156,7 @@ def test_scores(model_dir: str, config: str, methods, early_exit: float) -> dict
     import torch
 
     from .config import load_run_config
-    from .run import evaluate_split, prepare_data
+    from .run import evaluate_split, headline_scores, prepare_data
 
     cfg = load_run_config(config)
     labels = {t["name"]: t["labels"] for t in
@@ -251,11 +167,14 @@ def test_scores(model_dir: str, config: str, methods, early_exit: float) -> dict
     texts = [e.text for task in splits.values() for e in task["test"]]
     for method in methods:
         clf = load_method(model_dir, method, early_exit)
-        results = evaluate_split(clf, splits, "test", 64)
-        scores[method] = {name: {k: r[k] for k in ("accuracy", "micro_f1", "macro_f1")
-                                 if k in r} for name, r in results.items()}
-        rows = clf.embed_windows(clf.encode(texts), 64).float()
-        reference = rows if reference is None else reference
+        results = evaluate_split(clf, splits, "test", 64)  # as served: early exit included
+        scores[method] = {name: {k: v for k, v in r.items() if k != "n"}
+                          for name, r in headline_scores(results).items()}
+        # The engine alone: every method embeds the same windows (torch fp32's reading).
+        if reference is None:
+            encoded = clf.encode(texts)
+            reference = clf.embed_windows(encoded, 64).float()
+        rows = clf.embed_windows(encoded, 64).float()
         scores[method]["cosine_to_fp32"] = float(
             torch.nn.functional.cosine_similarity(rows, reference).mean())
         scores[method]["windows_read"] = sum(o["chunks"] for o in clf.predict(texts, batch_size=64))
@@ -372,6 +291,7 @@ def main(argv=None) -> int:
                                     args.early_exit)))
         return 0
     skip = set(filter(None, args.skip.split(",")))
+    out = Path(args.out)
     chosen = args.methods.split(",") if args.methods else list(methods())
     runs = {}
     for method in [] if "runs" in skip else chosen:
@@ -384,6 +304,8 @@ def main(argv=None) -> int:
             raise RuntimeError(f"{method} failed:\n{proc.stderr[-3000:]}")
         runs[method] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"{method}: {runs[method]['articles_per_s']:.1f} articles/s", flush=True)
+        out.mkdir(parents=True, exist_ok=True)  # kept as they come: a later stage may fail
+        (out / "bench_infer.runs.json").write_text(json.dumps(runs, indent=2))
     report = {"runs": runs, "kernels": {m: kernels_used(args.model, m) for m in chosen
                                         if split_method(m)[1] != "hf_pipeline"}}
     if "scores" not in skip:
@@ -398,7 +320,6 @@ def main(argv=None) -> int:
         report["service"] = service_throughput(args.model)
     text = render(report)
     print(text)
-    out = Path(args.out)
     (out / "bench_infer.md").write_text(text + "\n")
     for run in runs.values():
         run.pop("labels", None)
