@@ -279,6 +279,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--methods", help="comma list of methods (default: all that apply)")
+    parser.add_argument("--score-methods",
+                        help="comma list of methods whose test scores are measured "
+                             "(default: --methods)")
     parser.add_argument("--early-exit", type=float, default=0.9,
                         help="confidence of the +exit methods where the artifact sets none")
     parser.add_argument("--skip", default="",
@@ -306,12 +309,14 @@ def main(argv=None) -> int:
         print(f"{method}: {runs[method]['articles_per_s']:.1f} articles/s", flush=True)
         out.mkdir(parents=True, exist_ok=True)  # kept as they come: a later stage may fail
         (out / "bench_infer.runs.json").write_text(json.dumps(runs, indent=2))
-    report = {"runs": runs, "kernels": {m: kernels_used(args.model, m) for m in chosen
+    scored = args.score_methods.split(",") if args.score_methods else chosen
+    report = {"runs": runs, "kernels": {m: kernels_used(args.model, m)
+                                        for m in dict.fromkeys(chosen + scored)
                                         if split_method(m)[1] != "hf_pipeline"}}
     if "scores" not in skip:
         report["test_scores"] = test_scores(
             args.model, args.config,
-            [m for m in chosen if split_method(m)[1] != "hf_pipeline"], args.early_exit)
+            [m for m in scored if split_method(m)[1] != "hf_pipeline"], args.early_exit)
     work = Path(args.out) / "work"
     work.mkdir(parents=True, exist_ok=True)
     if "streaming" not in skip:
