@@ -348,7 +348,8 @@ def render(report: dict) -> str:
             prefix = "" if device == "cpu" else f"{device}/"
             # Each device's methods are compared with that device's pipeline and fp32.
             base = runs.get(f"{prefix}hf_pipeline", {}).get("articles_per_s", float("nan"))
-            fp32 = runs.get(f"{prefix}torch-fp32", run)["labels"]
+            fp32 = next((r for m, r in runs.items() if m.startswith(f"{prefix}torch-fp32")),
+                        run)["labels"]
             same = np.mean([a == b for a, b in zip(run["labels"], fp32)])
             agree = "" if engine == "hf_pipeline" else f"{same:.4f}"
             lines.append(f"| {name} | {run.get('engine') or ''} | {run['articles_per_s']:.1f} | "
