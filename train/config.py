@@ -167,6 +167,9 @@ class TrainingConfig:
             (train/frozen.py): seconds instead of minutes once embedded.
         embedding_cache: where frozen mode keeps window embeddings (default: the user
             cache, $ARTICLE_CLASSIFIER_CACHE/embeddings).
+        check_served: after saving, load the model as `auto` serves it here and, when
+            that is a compiled engine (int8 on a CPU), score the test split with it too
+            (`test_by_precision`); this also builds the engine once (about 15 s).
         cv_folds: folds of the cross-validation that frozen mode and lexical components
             choose their settings by.
         frozen_c_grid: inverse regularisation strengths tried for frozen heads (features
@@ -190,6 +193,7 @@ class TrainingConfig:
     task_temperature: float = 1.0
     mode: str = "finetune"
     embedding_cache: str | None = None
+    check_served: bool = True
     cv_folds: int = 5
     frozen_c_grid: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03,
                                                                 0.1, 0.3])

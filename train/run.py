@@ -185,7 +185,8 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     # The saved model as `auto` serves it on this machine, when that is a compiled engine
     # (int8 on a CPU): its test scores, multi-label thresholds included, are checked too,
     # and its engine is built now rather than on the first prediction.
-    served = load_classifier(out_dir / "model", device=clf.device, quiet=True)
+    served = load_classifier(out_dir / "model", device=clf.device, quiet=True,
+                             engine="auto" if cfg.training.check_served else "torch")
     if served.engine is not None:
         by_precision[served.engine_name] = headline_scores(
             evaluate_split(served, splits, "test", cfg.training.eval_batch_size))
