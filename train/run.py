@@ -182,18 +182,9 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
                   calibration=calibration_windows(
                       clf, [e.text for spec in specs for e in splits[spec.name]["train"]],
                       seed=cfg.training.seed))
-    # The saved model as `auto` serves it on this machine, when that is a compiled engine
-    # (int8 on a CPU): its test scores, multi-label thresholds included, are checked too,
-    # and its engine is built now rather than on the first prediction.
-    served = load_classifier(out_dir / "model", device=clf.device, quiet=True,
-                             engine="auto" if cfg.training.check_served else "torch")
-    if served.engine is not None:
-        by_precision[served.engine_name] = headline_scores(
-            evaluate_split(served, splits, "test", cfg.training.eval_batch_size))
-        record_metrics(out_dir / "model", network, metrics)
-    elif "openvino" in served.engine_reason:  # it could not load here: say why
-        print(f"note: this model will be served by torch here: {served.engine_reason}",
-              file=sys.stderr)
+    if cfg.training.check_served:
+        score_as_served(out_dir / "model", network, clf.device, metrics, splits,
+                        cfg.training.eval_batch_size)
     extra = {"training_seconds": round(seconds, 1), "mode": cfg.training.mode,
              "precision": precision, "resumed_from": checkpoint, "examples": data_report,
              **details,
@@ -254,6 +245,21 @@ def finetune(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec], spli
     return (precision if trainer.is_world_process_zero() else None), checkpoint
 
 
+def score_as_served(model_dir: Path, network, device, metrics: dict, splits: dict,
+                    batch_size: int) -> None:
+    """Load the saved model as `auto` serves it here and, when that is a compiled engine
+    (int8 on a CPU), add its test scores (multi-label thresholds included) to `metrics`
+    and the saved artifact; its engine is built now rather than on the first prediction."""
+    served = load_classifier(model_dir, device=device, quiet=True)
+    if served.engine is not None:
+        metrics["test_by_precision"][served.engine_name] = headline_scores(
+            evaluate_split(served, splits, "test", batch_size))
+        record_metrics(model_dir, network, metrics)
+    elif "openvino" in served.engine_reason:  # it could not load here: say why
+        print(f"note: this model will be served by torch here: {served.engine_reason}",
+              file=sys.stderr)
+
+
 def headline_scores(results: dict) -> dict:
     """The headline numbers of each task's test results."""
     keep = ("accuracy", "micro_f1", "macro_f1", "n")
@@ -264,13 +270,12 @@ def scores_by_precision(clf: ArticleClassifier, splits: dict, fp32_results: dict
                         batch_size: int) -> dict:
     """Headline test scores of the torch paths this model is served by on the device it
     was trained on: fp32 (the reported figures) and torch's `auto` there, if not fp32."""
-    headline = headline_scores
-    paths = {"fp32": headline(fp32_results)}
+    paths = {"fp32": headline_scores(fp32_results)}
     served = auto_precision(clf.device)
     if served != "fp32":
         fast = ArticleClassifier(clf.network, clf.tokenizer, precision=served,
                                  lexical=clf.lexical)
-        paths[served] = headline(evaluate_split(fast, splits, "test", batch_size))
+        paths[served] = headline_scores(evaluate_split(fast, splits, "test", batch_size))
     return paths
 
 
