@@ -2,7 +2,7 @@
 # torch, pinned, from TORCH_INDEX (by default PyTorch's CPU-only wheels: on Linux the
 # torch on PyPI is a CUDA build of several GB), then this project in editable mode with
 # its dev extras and the optional Ray engine (the test suite checks it against the
-# local engine).
+# local runner).
 #   make install                                                  # CPU build
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cu128  # a CUDA 12.8 build
 #   make install TORCH_INDEX=                                     # pip's own sources only
@@ -34,31 +34,34 @@ install: $(STAMP)
 train: $(STAMP)
 	$(PY) -m train --config $(CONFIG)
 
+# The import layers (pyproject.toml, [tool.importlinter]) first: a broken layer fails fast.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 bench-topic: $(STAMP)
-	$(PY) -m train.bench_topic --config $(CONFIG)
+	$(PY) -m bench.topic --config $(CONFIG)
 
 # Needs a trained model at $(MODEL): `make train` (or bench-topic) first.
 bench-infer: $(STAMP)
 	@test -f $(MODEL)/config.json || { echo "no model at $(MODEL): run make train first (or MODEL=path)"; exit 2; }
-	$(PY) -m train.bench_infer --model $(MODEL) --config $(CONFIG)
+	$(PY) -m bench.infer --model $(MODEL) --config $(CONFIG)
 
 # Framing benchmarks (need ../shared/data or ARTICLE_DATA_DIR): SemEval English and all six
 # languages (5-fold CV), GVFC (published folds); each beside the TF-IDF baselines of the same
 # folds. About 12, 25 and 15 minutes on 2 CPUs; the multilingual encoder is installed first.
 bench-frames: $(STAMP)
 	$(VENV)/bin/article-classifier encoders install multilingual-e5-small
-	$(PY) -m train.bench_frames --config configs/semeval_frames.yaml --cv 5
-	$(PY) -m train.bench_frames --config configs/semeval_frames_multilingual.yaml --cv 5 --by-language
-	$(PY) -m train.bench_frames --config configs/gvfc_frames.yaml --published-folds 0,1,2,3,4
+	$(PY) -m bench.frames --config configs/semeval_frames.yaml --cv 5
+	$(PY) -m bench.frames --config configs/semeval_frames_multilingual.yaml --cv 5 --by-language
+	$(PY) -m bench.frames --config configs/gvfc_frames.yaml --published-folds 0,1,2,3,4
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check model train tests
+	$(VENV)/bin/ruff check model train bench tests
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf runs bench/results .pytest_cache

@@ -6,12 +6,13 @@
     predict(["text one", "text two"], model="runs/bbc_topic/model")  # -> list of dicts
 """
 
-from .artifact import ArtifactError, build_network, load_artifact, save_artifact
-from .config import MULTI_LABEL, SINGLE_LABEL, ModelConfig, TaskSpec
-from .inference import ArticleClassifier, load_classifier, predict
-from .inputs import InputRecord, iter_articles, record_text
-from .network import ArticleClassifierNetwork
-from .text import EncodedArticle, chunk_articles, clean_text
+from model.core.artifact import ArtifactError, build_network, load_artifact, save_artifact
+from model.core.config import ModelConfig
+from model.core.network import ArticleClassifierNetwork
+from model.core.tasks import MULTI_LABEL, SINGLE_LABEL, TaskSpec
+from model.core.text import EncodedArticle, chunk_articles, clean_text
+from model.inputs.records import InputRecord, iter_articles, record_text
+from model.runtime.classifier import ArticleClassifier, load_classifier, predict
 
 __version__ = "0.1.0"
 

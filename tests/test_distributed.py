@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from model import load_classifier
-
-from .conftest import ROOT, run_cli, tiny_overrides
+from tests.conftest import ROOT, run_cli, tiny_overrides
 
 DDP_TOLERANCE = 0.02  # measured 0.0034 on 2 CPUs
 
@@ -51,9 +50,8 @@ def test_torchrun_two_processes_matches_one(tiny_encoder, keyword_data, keyword_
 @pytest.mark.parametrize("output", ["ray_out", "ray_out.parquet"])
 def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install .[ray]")
-    from model.ray_engine import read_ray_output
-
-    from .conftest import iter_ray_rows
+    from model.batch.ray_runner import read_ray_output
+    from tests.conftest import iter_ray_rows
 
     shards = tmp_path / "in"
     shards.mkdir()
@@ -76,7 +74,7 @@ def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
             str(local), "--precision", "fp32", "--keep", "source")
     out = tmp_path / output
     run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(shards), "-o",
-            str(out), "--engine", "ray", "--workers", "2", "--precision", "fp32",
+            str(out), "--runner", "ray", "--workers", "2", "--precision", "fp32",
             "--keep", "source", env={"RAY_ADDRESS": ""})
     if output.endswith(".parquet"):
         assert any(p.suffix == ".parquet" for p in out.iterdir())
@@ -104,15 +102,15 @@ def test_ray_engine_refuses_what_it_cannot_do(keyword_run, tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text('{"id": "a", "text": "goal"}\n')
     proc = run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(src), "-o",
-                   str(tmp_path / "out"), "--engine", "ray", "--resume", check=False)
-    assert proc.returncode == 2 and "--resume works with --engine local only" in proc.stderr
+                   str(tmp_path / "out"), "--runner", "ray", "--resume", check=False)
+    assert proc.returncode == 2 and "--resume works with --runner local only" in proc.stderr
     proc = run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(src), "-o",
                    str(tmp_path / "o.jsonl"), "--gpus-per-worker", "1", check=False)
-    assert proc.returncode == 2 and "--gpus-per-worker is for --engine ray" in proc.stderr
+    assert proc.returncode == 2 and "--gpus-per-worker is for --runner ray" in proc.stderr
 
 
 def test_ray_actors_use_a_gpu_only_when_ray_gives_them_one():
-    from model.ray_engine import ray_device
+    from model.batch.ray_runner import ray_device
 
     assert ray_device("auto", 0) == "cpu" and ray_device("auto", 1) == "cuda"
     assert ray_device("cuda:0", 0.5) == "cuda:0"

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from model import encoders
-from model.config import ModelConfig, resolve_encoder
-
-from .conftest import ROOT
+from model.core.config import ModelConfig, resolve_encoder
+from model.encoders import registry as encoders
+from tests.conftest import ROOT
 
 
 def cli(*args: str, cache: Path, check: bool = True):

@@ -14,8 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModel, AutoTokenizer
 
-from model.config import ModelConfig, TaskSpec
-from model.evidence import (
+from bench.screenshots import free_port, start_service, stop_service
+from model.core.config import ModelConfig
+from model.core.network import ArticleClassifierNetwork
+from model.core.tasks import TaskSpec
+from model.core.text import clean_text, clean_text_mapped, join_title
+from model.runtime.classifier import ArticleClassifier, load_classifier
+from model.runtime.devices import native_bf16
+from model.runtime.evidence import (
     explain,
     in_fields,
     lexical_contributions,
@@ -24,12 +30,8 @@ from model.evidence import (
     top_passages,
     window_weights,
 )
-from model.inference import ArticleClassifier, load_classifier, native_bf16
-from model.network import ArticleClassifierNetwork
-from model.text import clean_text, clean_text_mapped, join_title
 from tests.conftest import request, run_cli
 from tests.test_frozen_and_lexical import frozen_overrides, write_frames_jsonl
-from train.screenshots import free_port, start_service, stop_service
 
 SENTENCES = {
     "Legality": "The judge issued a ruling in court on the lawsuit and the appeal.",

@@ -14,14 +14,12 @@ import numpy as np
 import pytest
 
 from model import load_classifier
-from model.config import TaskSpec
-from model.inference import decide, decide_labels
-from model.profile import framing_profile, wilson_interval
+from model.core.tasks import TaskSpec, decide, decide_labels
+from model.serving.profiles import framing_profile, wilson_interval
+from tests.conftest import ROOT, run_cli, tiny_overrides, write_keyword_jsonl
 from train.config import DataConfig, DatasetConfig, TaskConfig
 from train.data import load_task, multi_hot, split_examples
 from train.metrics import THRESHOLD_GRID, task_metrics, tune_thresholds
-
-from .conftest import ROOT, run_cli, tiny_overrides, write_keyword_jsonl
 
 SHARED = Path(os.environ.get("ARTICLE_DATA_DIR", ROOT.parent / "shared" / "data"))
 needs_shared = pytest.mark.skipif(not (SHARED / "framing").is_dir(),
@@ -247,7 +245,7 @@ def test_evaluate_retunes_thresholds_when_the_reading_changes(joint_run, tmp_pat
 
 
 def test_bag_of_words_baselines_learn_cued_frames(tmp_path):
-    from train.baselines import C_GRID, tfidf_logreg, tfidf_svm
+    from bench.baselines import C_GRID, tfidf_logreg, tfidf_svm
 
     data = load_task(frames_task("jsonl", write_frames_jsonl(tmp_path / "f.jsonl", n=200),
                                  label_field="labels"), DataConfig())

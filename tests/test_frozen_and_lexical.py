@@ -13,9 +13,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from model import load_classifier
-from model.lexical import LexicalModel, load_lexical, save_lexical
-
-from .conftest import run_cli, tiny_overrides
+from model.core.lexical import LexicalModel, load_lexical, save_lexical
+from tests.conftest import run_cli, tiny_overrides
 
 
 def write_frames_jsonl(path: Path, n: int = 160, seed: int = 1) -> Path:
@@ -90,7 +89,7 @@ def test_loaded_model_mixes_network_and_lexical_probabilities(frozen_run):
 
 
 def test_predict_cli_and_service_serve_the_mixed_model(frozen_run, tmp_path):
-    from .conftest import free_port, request
+    from tests.conftest import free_port, request
 
     out, _ = frozen_run
     records = tmp_path / "in.jsonl"
@@ -104,7 +103,7 @@ def test_predict_cli_and_service_serve_the_mixed_model(frozen_run, tmp_path):
     for line, expected in zip(lines, direct):
         assert line["frames"]["scores"] == pytest.approx(expected["frames"]["scores"], abs=1e-5)
 
-    from train.screenshots import start_service, stop_service
+    from bench.screenshots import start_service, stop_service
 
     port = free_port()
     proc = start_service(out / "model", port, tmp_path / "serve.log", "--precision", "fp32")
@@ -192,7 +191,7 @@ def test_lexical_arrays_reproduce_scikit_learn(tmp_path):
 def test_artifact_with_a_missing_lexical_file_is_refused(frozen_run, tmp_path):
     import shutil
 
-    from model.artifact import ArtifactError
+    from model.core.artifact import ArtifactError
 
     out, _ = frozen_run
     copy = tmp_path / "model"
@@ -235,7 +234,7 @@ def test_frozen_head_is_the_logistic_regression_on_mean_window_embeddings(
 
 
 def test_single_label_heads_with_two_classes_and_an_absent_one():
-    from model.config import TaskSpec
+    from model.core.tasks import TaskSpec
     from train.linear import CERTAIN, fit_logistic
 
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ import psutil
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from .conftest import request
+from tests.conftest import request
 
 CLIENTS, SECONDS = 16, 15.0
 

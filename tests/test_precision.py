@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from model import load_classifier
-from model.inference import auto_precision, native_bf16, resolve_device, resolve_precision
+from model.runtime.devices import auto_precision, native_bf16, resolve_device, resolve_precision
+from tests.conftest import run_cli
 from train.trainer import choose_precision, data_parallel_problem
 
-from .conftest import run_cli
-
-# Every path `auto` can pick: on a CPU the int8 OpenVINO engine, or torch in bf16 (AVX512-BF16
+# Every path `auto` can pick: on a CPU the int8 OpenVINO backend, or torch in bf16 (AVX512-BF16
 # or AMX) or fp32 where it cannot load, all tested on every machine (bf16 is emulated where
 # the CPU lacks it: slower, same contract), so CI checks what users of any machine class
 # get; on a GPU bf16 or fp16, where there is one.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import bbc_texts, run_cli
+from tests.conftest import bbc_texts, run_cli
 
 CLI = str(Path(sys.executable).with_name("article-classifier"))
 
@@ -161,10 +161,9 @@ def test_a_record_reads_the_same_in_training_and_prediction(trained_run, tmp_pat
     with neither a text nor a title, or a title of the wrong type, is the same error
     everywhere."""
     from model import load_classifier
+    from tests.test_data import task, write_jsonl
     from train.config import DataConfig
     from train.data import load_task
-
-    from .test_data import task, write_jsonl
 
     rows = [{"id": "h", "title": "Chancellor outlines the budget", "label": "business"},
             {"id": "t", "title": "Cup final", "text": "The team won.", "label": "sports"},

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from model.inputs import iter_articles
-from model.text import chunk_articles, clean_text
+from model.core.text import chunk_articles, clean_text
+from model.inputs.records import iter_articles
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,9 +15,8 @@ import torch
 
 from model import load_classifier
 from model.cli import check_writable
+from tests.conftest import ROOT, run_cli, tiny_overrides
 from train.trainer import last_complete_checkpoint
-
-from .conftest import ROOT, run_cli, tiny_overrides
 
 
 def wait_for(condition, timeout: float = 300, what: str = "condition"):

@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from model import load_classifier
-
-from .conftest import request
+from tests.conftest import request
 
 
 def test_single_and_batch_match_the_python_api(server, keyword_run):

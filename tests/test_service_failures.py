@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from model.service import BatcherDown, ServiceLimits, create_app
-
-from .conftest import free_port, request
+from model.serving.service import BatcherDown, ServiceLimits, create_app
+from tests.conftest import free_port, request
 
 
 @pytest.fixture()

@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from model import load_classifier, predict
-from model.inference import _LOADED
-
-from .conftest import run_cli, tiny_overrides
+from model.runtime.classifier import _LOADED
+from tests.conftest import run_cli, tiny_overrides
 
 
 def test_run_folder_holds_artifact_metrics_report_and_plot(trained_run):

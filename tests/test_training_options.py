@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from model import load_classifier
-from model.config import ModelConfig, TaskSpec
-from model.network import ArticleClassifierNetwork
-from model.text import EncodedArticle
+from model.core.config import ModelConfig
+from model.core.network import ArticleClassifierNetwork
+from model.core.tasks import TaskSpec
+from model.core.text import EncodedArticle
+from tests.conftest import run_cli, tiny_overrides
 from train.data import Example
 from train.run import balanced_weights
 from train.trainer import ArticleDataset, TaskMixSampler, task_sampling_weights
-
-from .conftest import run_cli, tiny_overrides
 
 
 def examples(labels):

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from model.profile import framing_profile, read_predictions
+from model.serving.profiles import framing_profile, read_predictions
+from tests.conftest import request, run_cli
+from tests.test_frozen_and_lexical import write_frames_jsonl
 from train import screenshots as shots
-
-from .conftest import request, run_cli
-from .test_frozen_and_lexical import write_frames_jsonl
 
 try:
     from selenium.webdriver.common.action_chains import ActionChains
@@ -123,12 +122,12 @@ def test_page_and_its_files_are_served_from_here_alone(page_server):
     assert "default-src 'none'" in response.getheader("content-security-policy")
     conn.close()
     assert request(page_server, "GET", "/web/app.js")[0] == 200
-    for bad in ("/web/..%2Fservice.py", "/web/page.py", "/web/nothing.js"):
+    for bad in ("/web/..%2Fservice.py", "/web/ui.py", "/web/nothing.js"):
         assert request(page_server, "GET", bad)[0] == 404
     # Every reference is to this service: no scheme, no protocol-relative URL.
     for ref in re.findall(r'(?:src|href)="([^"]*)"', html):
         assert not re.match(r"^[a-z]+:|^//", ref), ref
-    web = Path(__file__).resolve().parents[1] / "model" / "web"
+    web = Path(__file__).resolve().parents[1] / "model" / "serving" / "static"
     for path in web.iterdir():
         text = path.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name

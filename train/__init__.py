@@ -1,7 +1,7 @@
 """Training, evaluation and benchmark jobs. `python -m train --config configs/X.yaml`."""
 
-from . import framing_data  # noqa: F401  (registers the framing loaders)
-from .config import (
+import train.framing_data as framing_data  # noqa: F401  (registers the framing loaders)
+from train.config import (
                      DataConfig,
                      DatasetConfig,
                      RunConfig,
@@ -9,7 +9,7 @@ from .config import (
                      TrainingConfig,
                      load_run_config,
 )
-from .data import LOADERS, DataError, load_task, register_loader, split_examples
+from train.data import LOADERS, DataError, load_task, register_loader, split_examples
 
 __all__ = ["DataConfig", "DataError", "DatasetConfig", "LOADERS", "RunConfig", "TaskConfig",
            "TrainingConfig", "load_run_config", "load_task", "register_loader",

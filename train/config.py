@@ -1,6 +1,6 @@
 """Run configuration: YAML files in configs/ map one to one onto these dataclasses.
 
-    model:     ModelConfig (saved inside the artifact; see model/config.py)
+    model:     ModelConfig (saved inside the artifact; see model/core/config.py)
     data:      DataConfig, shared by every task
     tasks:     a list of TaskConfig, each with its own DatasetConfig
     training:  TrainingConfig
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from model.config import SINGLE_LABEL, TASK_TYPES, ModelConfig, dataclass_from_dict
+from model.core.config import ModelConfig, dataclass_from_dict
+from model.core.tasks import SINGLE_LABEL, TASK_TYPES
 
 
 @dataclass

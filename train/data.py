@@ -23,11 +23,10 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from model.config import MULTI_LABEL
-from model.inputs import read_csv, read_jsonl, read_text_file, record_text
-from model.text import clean_text
-
-from .config import DataConfig, DatasetConfig, TaskConfig
+from model.core.tasks import MULTI_LABEL
+from model.core.text import clean_text
+from model.inputs.records import read_csv, read_jsonl, read_text_file, record_text
+from train.config import DataConfig, DatasetConfig, TaskConfig
 
 
 class RawRow(NamedTuple):

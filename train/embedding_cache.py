@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from model.encoders import cache_root
-from model.inference import ArticleClassifier
-from model.text import EncodedArticle
+from model.core.text import EncodedArticle
+from model.encoders.registry import cache_root
+from model.runtime.classifier import ArticleClassifier
 
 
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:

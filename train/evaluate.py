@@ -19,13 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.artifact import ArtifactError
-from model.inference import load_classifier
-
-from .config import load_run_config
-from .data import DataError
-from .metrics import environment, write_reports
-from .run import evaluate_split, prepare_data, print_summary, tune_on_validation
+from model.core.artifact import ArtifactError
+from model.runtime.classifier import load_classifier
+from train.config import load_run_config
+from train.data import DataError
+from train.metrics import environment, write_reports
+from train.run import evaluate_split, prepare_data, print_summary, tune_on_validation
 
 
 def main(argv=None) -> int:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from model.inputs import read_csv, read_jsonl, read_text_file, record_text
-
-from .config import DatasetConfig
-from .data import DataError, RawRow, register_loader, resolve_path
+from model.inputs.records import read_csv, read_jsonl, read_text_file, record_text
+from train.config import DatasetConfig
+from train.data import DataError, RawRow, register_loader, resolve_path
 
 GVFC_FRAMES = {1: "Gun_or_2nd_Amendment_rights", 2: "Gun_control_or_regulation",
                3: "Politics", 4: "Mental_health", 5: "School_or_public_space_safety",

@@ -14,7 +14,7 @@ validation split). The final models are then fitted on all of them.
 
 Lexical component (`tasks[].lexical: true`, either mode): TF-IDF + logistic regression
 fitted on the same articles, mixed with the network's probabilities by a weight chosen on
-held-out articles, and stored in the artifact as plain arrays (`model/lexical.py`).
+held-out articles, and stored in the artifact as plain arrays (`model/core/lexical.py`).
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from model.config import MULTI_LABEL, TaskSpec
-from model.inference import ArticleClassifier
-from model.lexical import LexicalModel
-from model.text import clean_text
-
-from .config import RunConfig, TaskConfig
-from .data import multi_hot
-from .embedding_cache import EmbeddingCache
-from .linear import best_mixture, cross_validated, fit_logistic, served_score, tfidf_vectorizer
-from .metrics import tune_thresholds
+from model.core.lexical import LexicalModel
+from model.core.tasks import MULTI_LABEL, TaskSpec
+from model.core.text import clean_text
+from model.runtime.classifier import ArticleClassifier
+from train.config import RunConfig, TaskConfig
+from train.data import multi_hot
+from train.embedding_cache import EmbeddingCache
+from train.linear import best_mixture, cross_validated, fit_logistic, served_score, tfidf_vectorizer
+from train.metrics import tune_thresholds
 
 LEXICAL_C_GRID = (1.0, 10.0, 100.0)
 

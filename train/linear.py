@@ -19,11 +19,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from model.config import MULTI_LABEL, TaskSpec
-from model.inference import decide
-from model.lexical import linear_probabilities
-
-from .metrics import tune_thresholds
+from model.core.lexical import linear_probabilities
+from model.core.tasks import MULTI_LABEL, TaskSpec, decide
+from train.metrics import tune_thresholds
 
 # Logits given to a label every training article has (or none has): certain, but finite.
 CERTAIN = 12.0

@@ -18,10 +18,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from model.config import MULTI_LABEL, TaskSpec
-from model.inference import decide
-
-from .data import multi_hot
+from model.core.tasks import MULTI_LABEL, TaskSpec, decide
+from train.data import multi_hot
 
 
 def task_metrics(task: TaskSpec, gold: list, probs: np.ndarray) -> dict:

@@ -30,17 +30,17 @@ import torch
 import yaml
 from transformers import set_seed
 
-from model.artifact import build_network, record_metrics, save_artifact
-from model.config import MULTI_LABEL, TaskSpec
-from model.encoders import EncoderError
-from model.engines import calibration_windows
-from model.inference import ArticleClassifier, auto_precision, load_classifier, resolve_device
-
-from .config import RunConfig, load_run_config
-from .data import DataError, load_task, multi_hot, split_examples
-from .frozen import lexical_for_finetuned, train_frozen
-from .metrics import environment, task_metrics, tune_thresholds, write_reports
-from .trainer import (
+from model.core.artifact import build_network, record_metrics, save_artifact
+from model.core.tasks import MULTI_LABEL, TaskSpec
+from model.encoders.registry import EncoderError
+from model.runtime.classifier import ArticleClassifier, load_classifier
+from model.runtime.devices import auto_precision, resolve_device
+from model.runtime.openvino import calibration_windows
+from train.config import RunConfig, load_run_config
+from train.data import DataError, load_task, multi_hot, split_examples
+from train.frozen import lexical_for_finetuned, train_frozen
+from train.metrics import environment, task_metrics, tune_thresholds, write_reports
+from train.trainer import (
     ArticleDataset,
     ArticleTrainer,
     ChunkCollator,
@@ -157,7 +157,7 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     if cfg.training.mode == "frozen":
         # Window embeddings are computed in the precision torch's `auto` runs here (bf16
         # where native, else fp32; on the GPU where there is one): fast, and as close to
-        # what the served int8 engine gives as to fp32 (its scores are recorded below);
+        # what the served int8 backend gives as to fp32 (its scores are recorded below);
         # test scores are fp32 as always.
         clf.network.to(resolve_device("auto"))
         precision, checkpoint = choose_precision(cfg.training.precision, clf.device), None
@@ -251,12 +251,12 @@ def score_as_served(model_dir: Path, network, device, metrics: dict, splits: dic
     (int8 on a CPU), add its test scores (multi-label thresholds included) to `metrics`
     and the saved artifact; its engine is built now rather than on the first prediction."""
     served = load_classifier(model_dir, device=device, quiet=True)
-    if served.engine is not None:
-        metrics["test_by_precision"][served.engine_name] = headline_scores(
+    if served.backend is not None:
+        metrics["test_by_precision"][served.backend_name] = headline_scores(
             evaluate_split(served, splits, "test", batch_size))
         record_metrics(model_dir, network, metrics)
-    elif "openvino" in served.engine_reason:  # it could not load here: say why
-        print(f"note: this model will be served by torch here: {served.engine_reason}",
+    elif "openvino" in served.backend_reason:  # it could not load here: say why
+        print(f"note: this model will be served by torch here: {served.backend_reason}",
               file=sys.stderr)
 
 

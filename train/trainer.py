@@ -17,12 +17,13 @@ import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from model.config import MULTI_LABEL, ModelConfig
-from model.inference import ArticleClassifier, resolve_device, resolve_precision
-from model.text import EncodedArticle, pick_training_windows
-
-from .config import TrainingConfig
-from .metrics import task_metrics
+from model.core.config import ModelConfig
+from model.core.tasks import MULTI_LABEL
+from model.core.text import EncodedArticle, pick_training_windows
+from model.runtime.classifier import ArticleClassifier
+from model.runtime.devices import resolve_device, resolve_precision
+from train.config import TrainingConfig
+from train.metrics import task_metrics
 
 
 class ArticleDataset(Dataset):

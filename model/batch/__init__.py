@@ -1,0 +1,1 @@
+"""Batch prediction spread over a Ray cluster."""
