@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.screenshots import free_port  # noqa: F401  (one helper for tests and tools)
+from tests.servers import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModel, AutoTokenizer
 
-from bench.screenshots import free_port, start_service, stop_service
 from model.core.config import ModelConfig
 from model.core.network import ArticleClassifierNetwork
 from model.core.tasks import TaskSpec
@@ -31,6 +30,7 @@ from model.runtime.evidence import (
     window_weights,
 )
 from tests.conftest import request, run_cli
+from tests.servers import free_port, start_service, stop_service
 from tests.test_frozen_and_lexical import frozen_overrides, write_frames_jsonl
 
 SENTENCES = {

@@ -103,7 +103,7 @@ def test_predict_cli_and_service_serve_the_mixed_model(frozen_run, tmp_path):
     for line, expected in zip(lines, direct):
         assert line["frames"]["scores"] == pytest.approx(expected["frames"]["scores"], abs=1e-5)
 
-    from bench.screenshots import start_service, stop_service
+    from tests.servers import start_service, stop_service
 
     port = free_port()
     proc = start_service(out / "model", port, tmp_path / "serve.log", "--precision", "fp32")

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import screenshots as shots
 from model.serving.profiles import framing_profile, read_predictions
 from tests.conftest import request, run_cli
+from tests.servers import free_port, start_service, stop_service
 from tests.test_frozen_and_lexical import write_frames_jsonl
-from train import screenshots as shots
 
 try:
     from selenium.webdriver.common.action_chains import ActionChains
@@ -92,12 +93,12 @@ def predictions(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def page_server(page_model, predictions, tmp_path_factory):
-    port = shots.free_port()
-    proc = shots.start_service(page_model, port, tmp_path_factory.mktemp("serve") / "log",
+    port = free_port()
+    proc = start_service(page_model, port, tmp_path_factory.mktemp("serve") / "log",
                                "--precision", "fp32", "--max-body-bytes", str(BODY_LIMIT),
                                "--profile", str(predictions))
     yield port
-    shots.stop_service(proc)
+    stop_service(proc)
 
 
 def text_of(driver, element_id: str) -> str:
