@@ -1,7 +1,7 @@
 # One entry point for the usual jobs. Every target bootstraps .venv first:
 # torch, pinned, from TORCH_INDEX (by default PyTorch's CPU-only wheels: on Linux the
 # torch on PyPI is a CUDA build of several GB), then this project in editable mode with
-# its dev extras and the optional Ray engine (the test suite checks it against the
+# its dev extras and the optional Ray runner (the test suite checks it against the
 # local runner).
 #   make install                                                  # CPU build
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cu128  # a CUDA 12.8 build
@@ -19,7 +19,7 @@ CONFIG ?= configs/bbc_topic.yaml
 
 MODEL ?= runs/bbc_topic/model
 
-.PHONY: install train test test-fast bench-topic bench-infer bench-frames lint clean
+.PHONY: install train test test-fast docs-check bench-topic bench-infer bench-frames lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# The README's five-minute tour, run end to end in a temporary folder (bench/docs_tour.py):
+# trains the default config, predicts a page with evidence, serves and queries the model,
+# builds the demo crawl and profiles it. About 10 minutes on 2 cores.
+docs-check: $(STAMP)
+	$(PY) -m bench.docs_tour
 
 bench-topic: $(STAMP)
 	$(PY) -m bench.topic --config $(CONFIG)

@@ -152,7 +152,7 @@ def markdown(document: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--topic-run", help="a run with a single-label `topic` task")
     parser.add_argument("--frames-run", help="a run with a multi-label `frames` task")
@@ -160,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--name", default="bench_cleaning")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     document = {"command": " ".join(sys.argv), "precision": args.precision,
                 "environment": environment(), "tasks": {}}
     for task, run in (("topic", args.topic_run), ("frames", args.frames_run)):

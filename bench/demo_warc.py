@@ -6,7 +6,7 @@ articles (their outlets become the crawled sites).
     article-classifier profile demo/out.jsonl --by source --out demo/profile
 
 Each article is served as a news page of its outlet's site (navigation, a cookie banner,
-lists of other headlines, a footer: `train.bench_cleaning.as_page`), as a crawler would
+lists of other headlines, a footer: `bench.cleaning.as_page`), as a crawler would
 store it; the crawl also holds what real crawls hold besides articles: the request
 records, a front page of headlines, a 404, a redirect and an image. Nothing here leaves
 this machine: the data comes from `../shared/data` and the file is written locally (it
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import re
 import sys
@@ -75,11 +76,16 @@ def write_crawl(rows: list[dict], out: Path, seed: int = 0) -> int:
     return len(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo/climate.warc.gz")
-    parser.add_argument("--data-dir", default="../shared/data")
-    args = parser.parse_args(argv)
+    parser.add_argument("--data-dir", default=os.environ.get("ARTICLE_DATA_DIR", "../shared/data"),
+                        help="the framing data (default: $ARTICLE_DATA_DIR, else ../shared/data)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     n = write_crawl(articles(Path(args.data_dir)), Path(args.out))
     print(f"wrote {args.out}: {n} article pages and 4 other responses", file=sys.stderr)
     return 0

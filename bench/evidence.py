@@ -164,7 +164,7 @@ def markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a training run folder (runs/<job>)")
     parser.add_argument("--task", default="frames")
@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="drop the lexical component (its weight set to 0): the "
                              "evidence of the network alone")
     parser.add_argument("--name", default="bench_evidence")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     run = Path(args.run)
     texts = [e.text for e in run_split(run, args.task)][:args.limit]
     clf = load_classifier(run / "model", precision=args.precision)

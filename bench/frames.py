@@ -6,7 +6,7 @@
     python -m bench.frames --config configs/gvfc_frames.yaml --published-folds 0,1,2,3,4
 
 For every fold the config's model is trained (as `python -m train` does) and the
-bag-of-words baselines of `train.baselines` (TF-IDF + LinearSVC, and TF-IDF + logistic
+bag-of-words baselines of `bench.baselines` (TF-IDF + LinearSVC, and TF-IDF + logistic
 regression with a cross-validated C and threshold) are fitted on the same training and
 validation articles and scored on the same test articles; gains are reported against the
 stronger baseline. `--baselines-only` scores the baselines alone. The trained model is also
@@ -100,7 +100,7 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str, baselines_only: bool = F
     for pooling in ("mean", "max"):
         if clf.config.pooling == "attention" or metrics.get("mode") == "frozen":
             break  # learned pooling is trained in, frozen heads are fitted for the mean
-        clf.config.pooling = pooling
+        clf = clf.with_settings(pooling=pooling)
         # Each pooling gets thresholds tuned for its own scores on the validation split.
         tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size)
         probs = clf.probabilities(encoded)[task]
@@ -178,7 +178,7 @@ def language_table(folds: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
@@ -195,6 +195,11 @@ def main(argv=None) -> int:
                         help="score the bag-of-words baselines on the folds, train nothing")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", help="result file suffix (default: the config's name)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     name = args.name or Path(args.config).stem
     base = load_run_config(args.config, args.set)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.methods import load_method, methods, split_method
+from bench.methods import hf_pipeline, load_method, methods, split_method
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,39 +95,10 @@ def run_method(method: str, model_dir: str, repeats: int, batch_size: int,
             "labels": labels}
 
 
-def hf_pipeline(model_dir: str, device: str = "cpu"):
-    """`pipeline("text-classification")` on a single-head model of the same encoder:
-    the artifact's encoder weights in a BertForSequenceClassification-style model, read
-    as the pipeline reads (truncated to the encoder's 512 positions, 16 texts a batch)."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
-
-    doc = json.loads((Path(model_dir) / "config.json").read_text())
-    task = doc["tasks"][0]
-    enc = {k: v for k, v in doc["encoder_config"].items() if k not in ("id2label", "label2id")}
-    config = AutoConfig.for_model(enc.pop("model_type"), **enc,
-                                  id2label=dict(enumerate(task["labels"])))
-    model = AutoModelForSequenceClassification.from_config(config).eval()
-    prefix = model.base_model_prefix
-    weights = {k.replace("encoder.", f"{prefix}.", 1): v for k, v in
-               load_file(str(Path(model_dir) / "model.safetensors")).items()
-               if k.startswith("encoder.")}
-    model.load_state_dict(weights, strict=False)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    classify = pipeline("text-classification", model=model, tokenizer=tokenizer,
-                        device=0 if device == "cuda" else -1)
-
-    def predict_many(items):
-        return [r["label"] for r in classify(items, truncation=True, max_length=512,
-                                             batch_size=16)]
-
-    return predict_many, lambda item: classify(item, truncation=True, max_length=512)
-
-
 def kernels_used(model_dir: str, method: str) -> list[str]:
     """The matrix kernels one forward pass of `method` ran: oneDNN's verbose log for
     torch, the primitives OpenVINO compiled for the openvino backend."""
-    code = ("from train.bench_infer import load_method; "
+    code = ("from bench.methods import load_method; "
             f"c = load_method({model_dir!r}, {method!r}, 0.9); "
             "c.predict(['A short text about markets and shares.'] * 4); "
             "print('\\n'.join('isa:' + k for k in (c.backend.kernels() if c.backend else [])))")

@@ -1,8 +1,9 @@
-"""The methods `train.bench_infer` compares, by name, and how each is loaded."""
+"""The methods `bench.infer` compares, by name, and how each is loaded."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def load_method(model_dir: str, method: str, early_exit: float):
                           precision="fp32" if base != engine or dynamic else precision or "auto",
                           early_exit="config" if exit_ else None)
     if exit_ and clf.early_exit is None:  # the artifact sets none: the benchmark's own
-        clf.early_exit = early_exit
+        clf = clf.with_settings(early_exit=early_exit)
     if engine == "ctranslate2":
         clf.backend, clf.precision = CTranslate2Encoder(clf), "int8"
     if dynamic:
@@ -95,3 +96,32 @@ class CTranslate2Encoder:
         out = states.new_zeros((*input_ids.shape, states.shape[-1]))
         out[:, :states.shape[1]] = states[:, :input_ids.shape[1]]
         return out
+
+
+def hf_pipeline(model_dir: str, device: str = "cpu"):
+    """`pipeline("text-classification")` on a single-head model of the same encoder:
+    the artifact's encoder weights in a BertForSequenceClassification-style model, read
+    as the pipeline reads (truncated to the encoder's 512 positions, 16 texts a batch)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    doc = json.loads((Path(model_dir) / "config.json").read_text())
+    task = doc["tasks"][0]
+    enc = {k: v for k, v in doc["encoder_config"].items() if k not in ("id2label", "label2id")}
+    config = AutoConfig.for_model(enc.pop("model_type"), **enc,
+                                  id2label=dict(enumerate(task["labels"])))
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    prefix = model.base_model_prefix
+    weights = {k.replace("encoder.", f"{prefix}.", 1): v for k, v in
+               load_file(str(Path(model_dir) / "model.safetensors")).items()
+               if k.startswith("encoder.")}
+    model.load_state_dict(weights, strict=False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    classify = pipeline("text-classification", model=model, tokenizer=tokenizer,
+                        device=0 if device == "cuda" else -1)
+
+    def predict_many(items):
+        return [r["label"] for r in classify(items, truncation=True, max_length=512,
+                                             batch_size=16)]
+
+    return predict_many, lambda item: classify(item, truncation=True, max_length=512)

@@ -6,7 +6,7 @@
 The artifact's encoder (token windows -> mean-pooled window vectors, the part that costs
 all the time) is exported to ONNX, fused with ONNX Runtime's transformer optimizer and
 quantized to int8 (dynamic, per channel). Every variant encodes the same windows of the
-same real articles that `bench_infer` reads (the first --articles of its 1,000), in the
+same real articles that `bench.infer` reads (the first --articles of its 1,000), in the
 same length-sorted batches; throughput is articles/s (median of --repeats), and agreement
 is the cosine of each window vector with torch fp32's. Writes bench/results/bench_onnx.{md,json}.
 """
@@ -68,7 +68,7 @@ def timed(encode, batches, repeats: int) -> tuple[list[float], np.ndarray]:
     return runs, out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/bbc_topic/model")
@@ -76,7 +76,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default="bench/results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     import onnxruntime as ort
 
     out = Path(args.out)

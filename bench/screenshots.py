@@ -187,7 +187,7 @@ def take(model: Path, predictions: Path, out: Path, article: Path | None = None,
             stop_service(proc)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="model artifact folder")
     parser.add_argument("--predictions", required=True, type=Path,
@@ -196,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--article", type=Path, help=".txt (title on line 1) or .html page")
     parser.add_argument("--by", default="source", help="the field naming the source")
     parser.add_argument("--sort", metavar="LABEL", help="sort the heatmap by this label")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     for path in take(args.model, args.predictions, args.out, args.article, args.sort,
                      args.by):
         print(f"wrote {path}")

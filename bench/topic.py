@@ -45,13 +45,17 @@ def tfidf_baseline(train_examples, test_examples, repeats: int = 3) -> dict:
             "fit_seconds": statistics.median(seconds)}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/bbc_topic.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="bench/results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = load_run_config(args.config, args.set)
     task = cfg.tasks[0]
 

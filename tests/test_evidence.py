@@ -29,6 +29,7 @@ from model.runtime.evidence import (
     top_passages,
     window_weights,
 )
+from model.runtime.settings import ServingSettings
 from tests.conftest import request, run_cli
 from tests.servers import free_port, start_service, stop_service
 from tests.test_frozen_and_lexical import frozen_overrides, write_frames_jsonl
@@ -161,6 +162,23 @@ def test_lexical_attribution_of_the_whole_text_is_its_logit(clf):
                                atol=1e-6)
 
 
+def test_lexical_attribution_of_passages_adds_up_across_sentence_ends(clf):
+    """The passages' lexical shares sum to the logit less the intercept even where a
+    learnt bigram crosses a sentence end (it goes to the later sentence)."""
+    lexical = clf.lexical["frames"]
+    vocabulary = lexical.vectorizer().vocabulary_
+    bigrams = sorted((t for t in vocabulary if " " in t),
+                     key=lambda t: -np.abs(lexical.coef[:, vocabulary[t]]).sum())[:4]
+    text = " ".join(f"It was {a}. {b.capitalize()} was in the news." for a, b in
+                    (t.split() for t in bigrams))
+    units = split_passages(text)
+    assert len(units) == 2 * len(bigrams)
+    shares = lexical_contributions(lexical, text, units)
+    features = lexical.vectorizer().transform([text])
+    np.testing.assert_allclose(shares.sum(0), np.asarray(features @ lexical.coef.T)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("method", ["attribution", "sentences"])
 def test_evidence_does_not_depend_on_the_batch(clf, method):
     texts = [article("Legality", "Health", messy=True), article("Economic") * 9,
@@ -283,7 +301,7 @@ def test_token_terms_weighted_as_windows_are_pooled_add_up_to_the_logit(tiny_enc
                          pooling=pooling, dropout=0.0, token_pooling="mean")
     network = ArticleClassifierNetwork(AutoModel.from_pretrained(tiny_encoder), tasks, config)
     clf = ArticleClassifier(network, AutoTokenizer.from_pretrained(tiny_encoder),
-                            precision="fp32", device="cpu")
+                            settings=ServingSettings(precision="fp32", device="cpu"))
     encoded = clf.encode([article("Economic", "Health") * 4], spans=True)
     assert len(encoded[0].windows) > 2
     heads = torch.cat([network.heads[t.name].weight for t in tasks]).detach()

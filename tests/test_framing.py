@@ -7,6 +7,8 @@ import csv
 import json
 import os
 import random
+import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -14,12 +16,14 @@ import numpy as np
 import pytest
 
 from model import load_classifier
+from model.core.artifact import ArtifactError
 from model.core.tasks import TaskSpec, decide, decide_labels
 from model.serving.profiles import framing_profile, wilson_interval
 from tests.conftest import ROOT, run_cli, tiny_overrides, write_keyword_jsonl
 from train.config import DataConfig, DatasetConfig, TaskConfig
 from train.data import load_task, multi_hot, split_examples
-from train.metrics import THRESHOLD_GRID, task_metrics, tune_thresholds
+from train.metrics import task_metrics
+from train.tuning import THRESHOLD_GRID, tune_thresholds
 
 SHARED = Path(os.environ.get("ARTICLE_DATA_DIR", ROOT.parent / "shared" / "data"))
 needs_shared = pytest.mark.skipif(not (SHARED / "framing").is_dir(),
@@ -194,9 +198,60 @@ def test_threshold_and_top_k_override_the_stored_ones(joint_run):
     text = "army attack border troops"
     assert len(clf.predict(text, top_k=2)["frames"]["labels"]) == 2
     assert len(clf.predict(text, threshold=0.0)["frames"]["labels"]) == 3
-    none = clf.predict(text, threshold=1.01, at_least_one=False)["frames"]["labels"]
-    one = clf.predict(text, threshold=1.01)["frames"]["labels"]
+    none = clf.predict(text, threshold=1.0, at_least_one=False)["frames"]["labels"]
+    one = clf.predict(text, threshold=1.0)["frames"]["labels"]
     assert none == [] and len(one) == 1
+
+
+@pytest.mark.parametrize("option", [
+    {"top_k": 0}, {"top_k": -1}, {"top_k": 1.5}, {"top_k": True}, {"top_k": "2"},
+    {"threshold": 1.01}, {"threshold": -0.1}, {"threshold": float("nan")},
+    {"threshold": "0.5"}, {"threshold": False},
+], ids=repr)
+def test_predict_refuses_a_bad_threshold_or_top_k(joint_run, option):
+    """`[:k]` with k 0 or -1 gave no label or all but the last; now the one rule of
+    model/core/tasks.py refuses them, naming the argument, as --top-k does."""
+    clf = load_classifier(joint_run / "model", precision="fp32", backend="torch")
+    (name, value), = option.items()
+    with pytest.raises(ValueError, match=rf"^{name} must be .*got {re.escape(repr(value))}"):
+        clf.predict("army attack border troops", **option)
+    assert len(clf.predict("army attack", top_k=1)["frames"]["labels"]) == 1
+
+
+@pytest.mark.parametrize(("thresholds", "message"), [
+    ([0.4], r"task 'frames': one threshold per label is needed, got 1 for 3 labels"),
+    ([0.4, 0.5], r"got 2 for 3 labels"),
+    ([0.4, 1.5, 0.3], r"task 'frames': label 'b': threshold must be a number in \[0, 1\]"),
+    (0.5, r"one threshold per label is needed, got 0.5"),
+])
+def test_task_spec_needs_one_threshold_in_0_1_per_label(thresholds, message):
+    with pytest.raises(ValueError, match=message):
+        TaskSpec("frames", "multi_label", ["a", "b", "c"], thresholds)
+
+
+def test_a_single_label_task_refuses_thresholds():
+    """A single-label task answers by argmax and never reads thresholds: stored ones
+    would be silently ignored, so they are refused."""
+    with pytest.raises(ValueError, match="task 'topic' is single-label"):
+        TaskSpec("topic", "single_label", ["a", "b"], [0.5, 0.5])
+    assert TaskSpec("topic", "single_label", ["a", "b"]).thresholds is None
+
+
+def test_an_artifact_with_a_wrong_threshold_count_is_a_clear_error(joint_run, tmp_path):
+    """One stored threshold for three labels used to broadcast to all of them silently."""
+    model = tmp_path / "model"
+    shutil.copytree(joint_run / "model", model)
+    document = json.loads((model / "config.json").read_text())
+    document["tasks"][1]["thresholds"] = [0.5]
+    (model / "config.json").write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match=r"config\.json: task .frames.: one threshold per"):
+        load_classifier(model, precision="fp32", backend="torch")
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "army attack border troops"}\n')
+    proc = run_cli("-m", "model.cli", "predict", str(model), str(src), "-o",
+                   str(tmp_path / "out.jsonl"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "task 'frames': one threshold per label is needed, got 1 for 3 labels" in proc.stderr
 
 
 def test_profile_by_source_matches_a_direct_count(joint_run, tmp_path):
@@ -235,8 +290,7 @@ def test_evaluate_retunes_thresholds_when_the_reading_changes(joint_run, tmp_pat
     splits = json.loads((joint_run / "splits.json").read_text())["frames"]
     rows = {json.loads(x)["id"]: json.loads(x)
             for x in (joint_run.parent / "frames.jsonl").read_text().splitlines()}
-    clf = load_classifier(joint_run / "model", precision="fp32")
-    clf.config.pooling = "max"
+    clf = load_classifier(joint_run / "model", precision="fp32").with_settings(pooling="max")
     validation = [rows[i] for i in splits["validation"]]
     probs = clf.probabilities(clf.encode([e["text"] for e in validation]))["frames"]
     expected = tune_thresholds(clf.tasks[1], [e["labels"] for e in validation], probs,

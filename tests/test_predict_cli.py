@@ -111,6 +111,26 @@ def test_missing_model_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--top-k", "0", "expected a whole number >= 1, got '0'"),
+    ("--top-k", "-1", "expected a whole number >= 1, got '-1'"),
+    ("--top-k", "1.5", "expected a whole number >= 1, got '1.5'"),
+    ("--threshold", "1.5", "expected a number in [0, 1], got '1.5'"),
+    ("--threshold", "-0.1", "expected a number in [0, 1], got '-0.1'"),
+    ("--threshold", "nan", "expected a number in [0, 1], got 'nan'"),
+])
+def test_bad_top_k_or_threshold_is_refused_before_any_work(trained_run, tmp_path, option,
+                                                           value, message):
+    """--top-k -1 gave every label but the last and 0 none; any float was a threshold."""
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "Election campaign"}\n')
+    out = tmp_path / "o.jsonl"
+    proc = predict_cli(str(trained_run / "model"), str(src), "-o", str(out), option, value,
+                       check=False)
+    assert proc.returncode == 2 and f"argument {option}: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
 def test_module_entry_point(trained_run, tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text('{"id": "q", "text": "Election campaign"}\n')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -78,6 +79,25 @@ def test_module_predict_caches_the_model(keyword_run):
     a = predict("market shares", model=keyword_run / "model")
     b = predict(["market shares"], model=str(keyword_run / "model"))
     assert len(_LOADED) == 1 and a == b[0]
+
+
+def test_module_predict_reloads_a_model_replaced_at_the_same_path(keyword_run, trained_run,
+                                                                 tmp_path):
+    """A model retrained into the folder predict() already loaded is the one it uses next,
+    and the stale one is dropped from the cache."""
+    _LOADED.clear()
+    folder, text = tmp_path / "model", "Shares rose as the bank reported profit growth."
+    options = {"precision": "fp32", "backend": "torch"}
+    shutil.copytree(keyword_run / "model", folder)
+    first = predict(text, model=folder, **options)
+    assert set(first["topic"]["probabilities"]) == {"business", "sport"}
+    # Replaced as training replaces an artifact: a new folder swapped in at the same path.
+    shutil.copytree(trained_run / "model", tmp_path / "new")
+    shutil.rmtree(folder)
+    (tmp_path / "new").rename(folder)
+    again = predict(text, model=folder, **options)
+    assert again == load_classifier(trained_run / "model", **options).predict(text)
+    assert len(again["topic"]["probabilities"]) == 5 and len(_LOADED) == 1
 
 
 def test_evaluate_reproduces_the_test_metrics(trained_run, tmp_path, tiny_encoder):

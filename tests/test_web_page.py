@@ -134,10 +134,18 @@ def test_page_and_its_files_are_served_from_here_alone(page_server):
         assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name
 
 
+def frame_labels(port) -> list[str]:
+    """The served model's frames labels: a profile has a column for each, no other."""
+    tasks = request(port, "GET", "/metadata")[1]["tasks"]
+    return next(t["labels"] for t in tasks if t["name"] == "frames")
+
+
 def test_profile_endpoint_reuses_the_profile_command(page_server, predictions):
-    expected, skipped = framing_profile(read_predictions(predictions), "source")
+    expected, skipped = framing_profile(read_predictions(predictions), "source",
+                                        labels=frame_labels(page_server))
     status, served = request(page_server, "GET", "/profile?by=source&task=frames")
     assert status == 200 and served["rows"] == expected and served["skipped"] == skipped == 1
+    assert served["ignored_labels"] == 0
     raw = predictions.read_bytes()
     status, uploaded = request(page_server, "POST", "/profile", raw=raw)
     assert status == 200 and uploaded["rows"] == expected
@@ -190,14 +198,15 @@ def test_article_submitted_by_keyboard_shows_the_apis_answer(browser, page_serve
     cuts = dict(zip(frames_task["labels"], frames_task["thresholds"]))
     assert all(float(b["threshold"]) == pytest.approx(cuts[b["label"]]) for b in shown)
     assert text_of(driver, "article-text") == text
-    # The evidence of the label chosen at first is marked in the text: the API's passages
-    # that lie in the text (those in the title are not part of the shown text).
+    # The evidence of the label chosen at first is marked where each passage lies: the
+    # API's passages in the text in the shown text, those in the title in the title.
     chosen = driver.find_element(By.CSS_SELECTOR, "input.evidence-choice:checked")
     label = chosen.find_element(By.XPATH, "./ancestor::li").get_attribute("data-label")
     task = chosen.find_element(By.XPATH, "./ancestor::*[@data-task]").get_attribute("data-task")
-    expected = {p["text"] for p in api["evidence"][task][label] if p["field"] == "text"}
-    marks = {m.text for m in driver.find_elements(By.CSS_SELECTOR, "#article-text mark")}
-    assert marks == expected
+    for field, where in (("text", "#article-text"), ("title", "#shown-title")):
+        expected = {p["text"] for p in api["evidence"][task][label] if p["field"] == field}
+        marks = {m.text for m in driver.find_elements(By.CSS_SELECTOR, f"{where} mark")}
+        assert marks == expected, field
     assert f"for {label} ({task})" in text_of(driver, "evidence-note")
     # Nothing was fetched from anywhere but this service.
     assert driver.execute_script(
@@ -317,7 +326,8 @@ def test_profile_view_draws_a_sortable_heatmap(browser, page_server, predictions
     shots.open_page(driver, base, "profiles")
     # The file given to `serve --profile` is drawn at once.
     shots.wait_for(driver, "document.querySelectorAll('#heatmap tbody tr').length === 3")
-    expected, _ = framing_profile(read_predictions(predictions), "source")
+    expected, _ = framing_profile(read_predictions(predictions), "source",
+                                  labels=frame_labels(page_server))
     cells = driver.execute_script(
         "return [...document.querySelectorAll('#heatmap td.cell')].map(td => ["
         "td.closest('tr').dataset.group, td.dataset.label, Number(td.dataset.count),"

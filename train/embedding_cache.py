@@ -4,9 +4,12 @@ A frozen encoder embeds an article the same way every time, so each article's wi
 embeddings are computed once and kept: one safetensors file per article (no pickle). A file
 is named by the article's token windows themselves (which covers the text, its cleaning,
 the tokenizer, the prefix and the window settings), inside a folder named by what turns
-windows into vectors: the encoder's weights, the token pooling, the precision and the
-device type. Files are written under a temporary name and renamed, so an interrupted run
-leaves no half-written entry.
+windows into vectors: the encoder's weights (values and dtypes), its architecture settings
+(activation, layer-norm epsilon, position embeddings: a config.json setting changes the
+vectors without changing a weight), the token pooling, the precision and the device type.
+The settings folder appears whole, settings.json included (model/storage/folders.py), and
+files are written under a temporary name and renamed, so an interrupted run leaves no
+half-written entry.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from safetensors.numpy import load_file, save_file
 from model.core.text import EncodedArticle
 from model.encoders.registry import cache_root
 from model.runtime.classifier import ArticleClassifier
+from model.storage.folders import replace_folder
 
 
 def encoder_fingerprint(encoder: torch.nn.Module) -> str:
@@ -33,8 +37,23 @@ def encoder_fingerprint(encoder: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(encoder.state_dict().items()):
         digest.update(name.encode())
+        # The dtype too: the bytes are hashed as fp32, and an encoder held in bf16
+        # computes other vectors than the same values held in fp32.
+        digest.update(str(tensor.dtype).encode())
         digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+# Encoder config entries that say where the encoder came from or which kernel runs it,
+# not what it computes: two folders holding the same encoder share their embeddings.
+_NOT_COMPUTED = {"transformers_version", "architectures", "torch_dtype", "dtype"}
+
+
+def encoder_settings(encoder: torch.nn.Module) -> dict:
+    """The encoder's config.json entries that shape its output and are not weights."""
+    config = json.loads(encoder.config.to_json_string(use_diff=False))
+    return {k: v for k, v in sorted(config.items())
+            if not k.startswith("_") and k not in _NOT_COMPUTED}
 
 
 class EmbeddingCache:
@@ -43,6 +62,7 @@ class EmbeddingCache:
     def __init__(self, clf: ArticleClassifier, root: str | os.PathLike | None = None):
         self.clf = clf
         self.settings = {"encoder": encoder_fingerprint(clf.network.encoder),
+                         "encoder_config": encoder_settings(clf.network.encoder),
                          "token_pooling": clf.config.token_pooling,
                          "precision": clf.precision, "device": clf.device.type}
         key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
@@ -73,8 +93,7 @@ class EmbeddingCache:
         if missing:
             print(f"embedding {len(missing)} articles ({len(encoded) - len(missing)} cached) "
                   f"into {self.folder}", file=sys.stderr, flush=True)
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "settings.json").write_text(json.dumps(self.settings, indent=2))
+            self._create_folder()
             todo = [encoded[i] for i in missing]
             flat = self.clf.embed_windows(todo, batch_size).numpy()
             start = 0
@@ -83,6 +102,14 @@ class EmbeddingCache:
                 start += len(art.windows)
                 self._save(self._path(art), found[i])
         return encoded, found
+
+    def _create_folder(self) -> None:
+        """The settings folder with its settings.json, made whole or not at all; one that
+        exists (made by an earlier or a concurrent run) is kept with its entries."""
+        if self.folder.is_dir():
+            return
+        with replace_folder(self.folder, keep_existing=True) as new:
+            (new / "settings.json").write_text(json.dumps(self.settings, indent=2))
 
     @staticmethod
     def _save(path: Path, vectors: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from train.metrics import environment, write_reports
 from train.run import evaluate_split, prepare_data, print_summary, tune_on_validation
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="artifact folder")
@@ -46,14 +46,18 @@ def main(argv=None) -> int:
     parser.add_argument("--retune", action="store_true",
                         help="retune multi-label thresholds on the validation split (done "
                              "anyway with --pooling or --max-chunks, which change the scores)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         clf = load_classifier(args.model, precision=args.precision, device=args.device,
                               max_chunks=args.max_chunks)
         if args.pooling:
             if clf.config.pooling == "attention":
                 raise ValueError("--pooling cannot replace a learned attention pooling")
-            clf.config.pooling = args.pooling
+            clf = clf.with_settings(pooling=args.pooling)
         cfg = load_run_config(args.config, args.set)
         cfg.tasks = [t for t in cfg.tasks if t.name in {s.name for s in clf.tasks}]
         if not cfg.tasks:

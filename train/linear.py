@@ -17,14 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
+from sklearn.model_selection import KFold, StratifiedKFold
 
-from model.core.lexical import linear_probabilities
-from model.core.tasks import MULTI_LABEL, TaskSpec, decide
-from train.metrics import tune_thresholds
+from model.core.lexical import LexicalModel, linear_probabilities
+from model.core.tasks import MULTI_LABEL, TaskSpec
+from train.data import multi_hot
+from train.tuning import served_score
 
 # Logits given to a label every training article has (or none has): certain, but finite.
 CERTAIN = 12.0
+# C of the lexical component's logistic regression, chosen by cross-validation.
+LEXICAL_C_GRID = (1.0, 10.0, 100.0)
 
 
 def tfidf_vectorizer() -> TfidfVectorizer:
@@ -81,18 +84,6 @@ def fit_logistic(x, y: np.ndarray, spec: TaskSpec, c: float, balanced: bool,
     return LinearFit(coef.astype(np.float32), intercept.astype(np.float32))
 
 
-def served_score(spec: TaskSpec, y: np.ndarray, probs: np.ndarray) -> tuple[float, list]:
-    """The headline score of `probs` under the served rule, and the thresholds it used:
-    micro-F1 with one threshold tuned on these very articles (multi-label), accuracy
-    (single-label)."""
-    if spec.type != MULTI_LABEL:
-        return float((probs.argmax(axis=1) == y).mean()), []
-    gold = [[spec.labels[j] for j in np.flatnonzero(row)] for row in y]
-    thresholds = tune_thresholds(spec, gold, probs, "global")
-    predicted = decide(probs, thresholds)
-    return float(f1_score(y, predicted, average="micro", zero_division=0)), thresholds
-
-
 Features = Callable[[np.ndarray, np.ndarray], tuple[object, object]]
 
 
@@ -119,13 +110,36 @@ def cross_validated(features: Features, y: np.ndarray, spec: TaskSpec, folds: li
     return c, oof, score
 
 
-def best_mixture(spec: TaskSpec, y: np.ndarray, network: np.ndarray, lexical: np.ndarray,
-                 step: float = 0.1) -> tuple[float, float]:
-    """The lexical weight `w` in `w * lexical + (1 - w) * network` that scores best on
-    held-out probabilities, and that score; ties go to the smaller weight."""
-    best = None
-    for w in np.round(np.arange(0.0, 1.0 + 1e-9, step), 3):
-        score = served_score(spec, y, w * lexical + (1 - w) * network)[0]
-        if best is None or score > best[1] + 1e-12:
-            best = (float(w), score)
-    return best
+def label_matrix(spec: TaskSpec, examples) -> np.ndarray:
+    """Multi-hot rows (multi-label) or class indices (single-label)."""
+    if spec.type == MULTI_LABEL:
+        return multi_hot([e.label for e in examples], spec.labels)
+    index = {name: i for i, name in enumerate(spec.labels)}
+    return np.array([index[e.label] for e in examples])
+
+
+def make_folds(spec: TaskSpec, y: np.ndarray, k: int, seed: int) -> list:
+    if spec.type == MULTI_LABEL:
+        return list(KFold(k, shuffle=True, random_state=seed).split(y))
+    counts = np.bincount(y, minlength=len(spec.labels))
+    present = counts[counts > 0]
+    if len(present) > 1 and present.min() >= k:
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y))
+    return list(KFold(k, shuffle=True, random_state=seed).split(y))
+
+
+def fit_lexical(spec: TaskSpec, texts: list[str], y: np.ndarray, folds: list,
+                balanced: bool) -> tuple[LexicalModel, np.ndarray, dict]:
+    """TF-IDF + logistic regression for one task: C by cross-validation, then fitted on
+    all `texts`. Returns the model, its out-of-fold probabilities and a report."""
+    def features(fit, held):
+        vectorizer = tfidf_vectorizer()
+        return (vectorizer.fit_transform([texts[i] for i in fit]),
+                vectorizer.transform([texts[i] for i in held]))
+
+    c, oof, score = cross_validated(features, y, spec, folds, LEXICAL_C_GRID, balanced)
+    vectorizer = tfidf_vectorizer()
+    fitted = fit_logistic(vectorizer.fit_transform(texts), y, spec, c, balanced)
+    model = LexicalModel.from_fitted(spec.type, vectorizer, fitted.coef, fitted.intercept)
+    return model, oof, {"lexical_C": c, "lexical_cv_score": round(score, 4),
+                        "lexical_terms": len(model.vocabulary)}

@@ -45,38 +45,6 @@ def task_metrics(task: TaskSpec, gold: list, probs: np.ndarray) -> dict:
             "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
 
 
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
-
-
-def tune_thresholds(task: TaskSpec, gold: list, probs: np.ndarray, mode: str) -> list[float]:
-    """Decision thresholds of a multi-label task that maximise F1 on held-out articles.
-
-    Candidates are scored under the rule predictions are made with (`decide`: an article
-    that passes no threshold gets its best label), so the F1 tuned for is the F1 served.
-    `global` picks one threshold for the micro-F1 of all labels; `per_label` then adjusts
-    each label's threshold for that label's F1, the others held fixed (two sweeps, since
-    the fallback ties the labels together); `none` keeps 0.5. Ties go to the threshold
-    nearest 0.5.
-    """
-    if mode == "none" or len(gold) == 0:
-        return [0.5] * len(task.labels)
-    y = multi_hot(gold, task.labels)
-    by_distance = sorted(THRESHOLD_GRID, key=lambda t: abs(t - 0.5))
-    n_labels = len(task.labels)
-    best = max(by_distance, key=lambda t: f1_score(y, decide(probs, [t] * n_labels),
-                                                   average="micro", zero_division=0))
-    thresholds = [float(best)] * n_labels
-    if mode == "global":
-        return thresholds
-    for _ in range(2):
-        for j in range(n_labels):
-            def label_f1(t, j=j):
-                trial = [*thresholds[:j], t, *thresholds[j + 1:]]
-                return f1_score(y[:, j], decide(probs, trial)[:, j], zero_division=0)
-            thresholds[j] = float(max(by_distance, key=label_f1))
-    return thresholds
-
-
 def _per_class(names, p, r, f, s) -> dict:
     return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                    "support": int(s[i])} for i, name in enumerate(names)}

@@ -37,18 +37,15 @@ from model.runtime.classifier import ArticleClassifier, load_classifier
 from model.runtime.devices import auto_precision, resolve_device
 from model.runtime.openvino import calibration_windows
 from train.config import RunConfig, load_run_config
-from train.data import DataError, load_task, multi_hot, split_examples
-from train.frozen import lexical_for_finetuned, train_frozen
-from train.metrics import environment, task_metrics, tune_thresholds, write_reports
+from train.data import DataError, load_task, split_examples
+from train.finetune import finetune, lexical_for_finetuned
+from train.frozen import train_frozen
+from train.metrics import environment, task_metrics, write_reports
 from train.trainer import (
-    ArticleDataset,
-    ArticleTrainer,
-    ChunkCollator,
     choose_precision,
     data_parallel_problem,
-    last_complete_checkpoint,
-    training_arguments,
 )
+from train.tuning import tune_thresholds
 
 
 def parse_args(argv=None, description: str = __doc__):
@@ -84,13 +81,6 @@ def prepare_data(cfg: RunConfig, label_sets: dict[str, list[str]] | None = None)
             print(f"... {len(data.bad_records) - 5} more bad records in task {task.name}",
                   file=sys.stderr)
     return specs, splits, report
-
-
-def targets_for(spec: TaskSpec, examples) -> list:
-    if spec.type == MULTI_LABEL:
-        return list(multi_hot([e.label for e in examples], spec.labels))
-    index = {name: i for i, name in enumerate(spec.labels)}
-    return [index[e.label] for e in examples]
 
 
 def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size: int) -> dict:
@@ -161,15 +151,18 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
         # test scores are fp32 as always.
         clf.network.to(resolve_device("auto"))
         precision, checkpoint = choose_precision(cfg.training.precision, clf.device), None
-        clf.precision = precision
-        details = {"frozen": train_frozen(clf, cfg, specs, splits)}
-        clf.precision = "fp32"
+        report, lexical = train_frozen(clf.with_settings(precision=precision), cfg, specs,
+                                       splits)
+        details = {"frozen": report}
+        clf = ArticleClassifier(network, tokenizer, lexical=lexical)
     else:
         precision, checkpoint = finetune(clf, cfg, specs, splits, out_dir, resume)
         if precision is None:
             return 0  # a worker process of distributed training: the main one writes
-        details = {"lexical": lexical_for_finetuned(clf, cfg, specs, splits,
-                                                    cfg.training.eval_batch_size)}
+        report, lexical = lexical_for_finetuned(clf, cfg, specs, splits,
+                                                cfg.training.eval_batch_size)
+        details = {"lexical": report}
+        clf = ArticleClassifier(network, tokenizer, lexical=lexical)
         # Thresholds are tuned on what is served: network and lexical model mixed.
         tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size)
     seconds = time.perf_counter() - started
@@ -208,43 +201,6 @@ def run_split(run: Path, task: str, split: str = "test") -> list:
     return [e for e in load_task(spec, cfg.data).examples if e.id in ids]
 
 
-def finetune(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec], splits: dict,
-             out_dir: Path, resume: bool) -> tuple[str | None, str | None]:
-    """Fine-tune the encoder and heads with the Hugging Face Trainer. Returns the training
-    precision and the checkpoint resumed from; the precision is None in the worker
-    processes of distributed training."""
-    network, tokenizer = clf.network, clf.tokenizer
-    for task, spec in zip(cfg.tasks, specs):
-        if task.class_weights == "balanced":
-            network.set_loss_weights(spec.name, balanced_weights(spec, splits[spec.name]["train"]))
-    items, eval_sets = [], {}
-    for index, spec in enumerate(specs):
-        train_examples = splits[spec.name]["train"]
-        encoded = clf.encode([e.text for e in train_examples])
-        items += list(zip(encoded, [index] * len(encoded), targets_for(spec, train_examples)))
-        val = splits[spec.name]["validation"]
-        eval_sets[spec.name] = (clf.encode([e.text for e in val]), [e.label for e in val])
-
-    precision = choose_precision(cfg.training.precision)
-    trainer = ArticleTrainer(
-        model=network,
-        args=training_arguments(cfg.training, str(out_dir / "checkpoints"), precision,
-                                len(specs)),
-        train_dataset=ArticleDataset(items, cfg.model, cfg.training.seed),
-        eval_dataset=list(eval_sets),  # evaluation reads eval_sets; this enables eval_strategy
-        data_collator=ChunkCollator(tokenizer, specs),
-        processing_class=tokenizer,
-        eval_sets=eval_sets,
-        eval_batch_size=cfg.training.eval_batch_size,
-        task_temperature=cfg.training.task_temperature,
-    )
-    checkpoint = last_complete_checkpoint(out_dir / "checkpoints") if resume else None
-    if resume and checkpoint is None:
-        print("no checkpoint to resume from; starting from the beginning", file=sys.stderr)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    return (precision if trainer.is_world_process_zero() else None), checkpoint
-
-
 def score_as_served(model_dir: Path, network, device, metrics: dict, splits: dict,
                     batch_size: int) -> None:
     """Load the saved model as `auto` serves it here and, when that is a compiled engine
@@ -273,20 +229,9 @@ def scores_by_precision(clf: ArticleClassifier, splits: dict, fp32_results: dict
     paths = {"fp32": headline_scores(fp32_results)}
     served = auto_precision(clf.device)
     if served != "fp32":
-        fast = ArticleClassifier(clf.network, clf.tokenizer, precision=served,
-                                 lexical=clf.lexical)
+        fast = clf.with_settings(precision=served)
         paths[served] = headline_scores(evaluate_split(fast, splits, "test", batch_size))
     return paths
-
-
-def balanced_weights(spec: TaskSpec, examples) -> torch.Tensor:
-    """Inverse-frequency class weights, or negatives/positives per label for multi-label."""
-    y = np.asarray(targets_for(spec, examples))
-    if spec.type == MULTI_LABEL:
-        positives = y.sum(axis=0).clip(min=1)
-        return torch.tensor((len(y) - positives) / positives)
-    counts = np.bincount(y, minlength=len(spec.labels)).clip(min=1)
-    return torch.tensor(len(y) / (len(spec.labels) * counts))
 
 
 def print_summary(document: dict, out_dir: Path) -> None:

@@ -9,16 +9,15 @@ Layout:
                        is calibrated on (model/runtime/openvino.py)
     README.md          the model card
 
-Folders are written under a temporary name and renamed into place, so a crash never
-leaves a half-written artifact behind.
+Folders are written under a temporary name beside their place and swapped in
+(model/storage/folders.py), so a crash never leaves a half-written artifact behind and a
+failed save never loses the artifact it was replacing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from model.core.config import ModelConfig, dataclass_from_dict, resolve_encoder
 from model.core.lexical import load_lexical, save_lexical
 from model.core.network import ArticleClassifierNetwork
 from model.core.tasks import TaskSpec
+from model.storage.folders import replace_folder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -81,9 +81,9 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
     `calibration` windows (token ids, model/runtime/openvino.py) as an artifact folder at `path`
     (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    # Written beside `path` and swapped in: a failure, even of the final rename, leaves an
+    # existing artifact as it was (model/storage/folders.py).
+    with replace_folder(path) as tmp:
         document = {
             "format_version": FORMAT_VERSION,
             "model": asdict(network.model_config),
@@ -97,17 +97,6 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
         save_lexical(tmp, lexical or {})
         save_calibration(tmp, calibration or [])
         (tmp / "README.md").write_text(model_card(network, metrics or {}, card_extra))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -159,7 +148,10 @@ def load_artifact(path: str | os.PathLike, allow_pickle: bool = False):
         # Format 1 had no prefix: keep it that way, whatever a registry entry says now.
         model.setdefault("text_prefix", "")
     config = dataclass_from_dict(ModelConfig, model, "model config")
-    tasks = [TaskSpec(**t) for t in document["tasks"]]
+    try:
+        tasks = [TaskSpec(**t) for t in document["tasks"]]
+    except (TypeError, ValueError) as err:  # a hand-edited or damaged config.json
+        raise ArtifactError(f"{Path(path) / CONFIG_NAME}: {err}") from err
     encoder_config = dict(document["encoder_config"])
     encoder = _without_pooler(AutoModel.from_config,
                               AutoConfig.for_model(encoder_config.pop("model_type"),

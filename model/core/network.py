@@ -65,20 +65,22 @@ class ArticleClassifierNetwork(nn.Module):
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
     def score_articles(self, chunk_embeddings: torch.Tensor, chunk_article: torch.Tensor,
-                       n_articles: int) -> dict[str, torch.Tensor]:
-        """Pool chunk embeddings into per-task article logits."""
+                       n_articles: int, pooling: str | None = None) -> dict[str, torch.Tensor]:
+        """Pool chunk embeddings into per-task article logits, by `pooling` (`mean` or
+        `max`, when serving reads another way than trained) or the model's own."""
+        pooling = pooling or self.model_config.pooling
         emb = self.dropout(chunk_embeddings)
         logits = {}
         for task in self.tasks:
             head = self.heads[task.name]
-            if self.model_config.pooling == "attention":
+            if pooling == "attention":
                 scores = self.chunk_attention[task.name](emb).squeeze(-1).float()
                 weights = _group_softmax(scores, chunk_article, n_articles)
                 pooled = _group_reduce(emb.float() * weights.unsqueeze(-1), chunk_article,
                                        n_articles, "sum")
                 logits[task.name] = head(pooled.to(emb.dtype)).float()
             else:
-                reduce = "mean" if self.model_config.pooling == "mean" else "amax"
+                reduce = "mean" if pooling == "mean" else "amax"
                 logits[task.name] = _group_reduce(head(emb).float(), chunk_article,
                                                   n_articles, reduce)
         return logits

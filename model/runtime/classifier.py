@@ -11,20 +11,29 @@ import numbers
 import os
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.core.artifact import load_artifact, load_lexical_models
-from model.core.config import ModelConfig, check_early_exit
-from model.core.tasks import MULTI_LABEL, TaskSpec, decide_labels
+from model.core.artifact import CONFIG_NAME, WEIGHTS_NAME, load_artifact, load_lexical_models
+from model.core.config import ModelConfig
+from model.core.lexical import LEXICAL_CONFIG, LEXICAL_WEIGHTS
+from model.core.tasks import (
+    MULTI_LABEL,
+    TaskSpec,
+    check_threshold,
+    check_top_k,
+    decide_labels,
+)
 from model.core.text import EncodedArticle, chunk_articles, clean_text, clean_text_mapped
 from model.runtime.devices import resolve_device, resolve_precision
 from model.runtime.early_exit import read_adaptively
 from model.runtime.evidence import explain
 from model.runtime.openvino import choose_backend
+from model.runtime.settings import ServingSettings
 
 
 class ArticleClassifier:
@@ -35,37 +44,48 @@ class ArticleClassifier:
     """
 
     def __init__(self, network, tokenizer, metadata: dict | None = None,
-                 precision: str = "fp32", device: str | torch.device | None = None,
-                 lexical: dict | None = None, backend: str = "torch",
-                 artifact: str | os.PathLike | None = None,
-                 early_exit: float | str | None = None):
+                 lexical: dict | None = None, settings: ServingSettings | None = None,
+                 artifact: str | os.PathLike | None = None, quiet: bool = False):
         self.network = network
         self.tokenizer = tokenizer
         self.metadata = metadata or {}
         # Lexical models by task, mixed in by the task's `lexical_weight` (model/core/lexical.py).
         self.lexical = dict(lexical or {})
-        if device is not None:
-            self.network.to(resolve_device(device))
-        self.precision = resolve_precision(precision, self.device)
-        # What runs the encoder (model/runtime/openvino.py): the network itself, or a compiled
-        # int8 graph of it; `backend_reason` says why that one.
-        self.backend, self.backend_reason = choose_backend(backend, precision, self.precision,
-                                                        self.device, artifact, network)
+        self.artifact = artifact
+        self.settings = settings = settings or ServingSettings()
+        if settings.device is not None:
+            self.network.to(resolve_device(settings.device))
+        # How articles are read here: the trained config with the served overrides. The
+        # network's own config (what was trained, and is saved) is left as it is.
+        overrides = {k: v for k, v in (("max_chunks", settings.max_chunks),
+                                       ("pooling", settings.pooling)) if v is not None}
+        if overrides.get("pooling") and network.model_config.pooling == "attention":
+            raise ValueError("a learned attention pooling cannot be replaced by "
+                             f"{settings.pooling!r} pooling")
+        self.config: ModelConfig = replace(network.model_config, **overrides)
+        self.precision = resolve_precision(settings.precision, self.device)
+        # What runs the encoder (model/runtime/openvino.py): the network itself, or a
+        # compiled int8 graph of it; `backend_reason` says why that one.
+        self.backend, self.backend_reason = choose_backend(
+            settings.backend, settings.precision, self.precision, self.device, artifact,
+            network, quiet=quiet)
         if self.backend is not None:
             self.precision = "int8"
         # Stop after an article's first window where every task is already decided with
         # this confidence (model/runtime/early_exit.py); None reads whole articles.
-        self.early_exit = check_early_exit(self.config.early_exit if early_exit == "config"
-                                           else early_exit)
+        self.early_exit = settings.early_exit
+
+    def with_settings(self, **changes) -> ArticleClassifier:
+        """A classifier of the same network and lexical models, served with `changes` to
+        this one's settings (`precision`, `backend`, `device`, `max_chunks`, `early_exit`,
+        `pooling`)."""
+        return ArticleClassifier(self.network, self.tokenizer, self.metadata, self.lexical,
+                                 replace(self.settings, **changes), self.artifact, quiet=True)
 
     @property
     def backend_name(self) -> str:
         """`torch-fp32`, `torch-bf16`, `torch-fp16` or `openvino-int8`."""
         return self.backend.name if self.backend is not None else f"torch-{self.precision}"
-
-    @property
-    def config(self) -> ModelConfig:
-        return self.network.model_config
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -194,7 +214,7 @@ class ArticleClassifier:
         chunk_article = torch.tensor([a for a, art in enumerate(encoded) for _ in art.windows],
                                      dtype=torch.long)
         logits = self.network.score_articles(embeddings.to(device), chunk_article.to(device),
-                                             len(encoded))
+                                             len(encoded), self.config.pooling)
         self.network.train(was_training)
         return {name: value.float().cpu().numpy() for name, value in logits.items()}
 
@@ -230,6 +250,9 @@ class ArticleClassifier:
             raise ValueError(f"evidence must be True, False or a number of passages >= 0, "
                              f"got {evidence!r}")
         n_evidence = 3 if evidence is True else int(evidence)
+        # The same rule as --threshold / --top-k (model/core/tasks.py), before any work.
+        threshold = None if threshold is None else check_threshold(threshold)
+        top_k = None if top_k is None else check_top_k(top_k)
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         for i, text in enumerate(texts):
@@ -306,19 +329,16 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
     confidence (model/runtime/early_exit.py); `config` (the default) takes the artifact's
     `model.early_exit`, None reads whole articles.
     """
-    if max_chunks is not None and (not isinstance(max_chunks, int) or max_chunks < 1):
-        raise ValueError(f"max_chunks must be a whole number >= 1, got {max_chunks!r}")
     if device in (None, "auto") and (backend == "openvino" or precision == "int8"):
         device = "cpu"  # the int8 backend is a CPU backend, on a GPU machine too
     device = resolve_device(device)
     resolve_precision(precision, device)  # a bad combination fails before loading
     network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
-    lexical = load_lexical_models(path, network.tasks)
-    if max_chunks is not None:
-        network.model_config.max_chunks = max_chunks
-    clf = ArticleClassifier(network, tokenizer, document, precision=precision, device=device,
-                            lexical=lexical, backend=backend, artifact=path,
-                            early_exit=early_exit)
+    settings = ServingSettings(
+        precision=precision, backend=backend, device=str(device), max_chunks=max_chunks,
+        early_exit=network.model_config.early_exit if early_exit == "config" else early_exit)
+    clf = ArticleClassifier(network, tokenizer, document, load_lexical_models(path, network.tasks),
+                            settings, artifact=path, quiet=quiet)
     said = (str(Path(path).resolve()), clf.backend_name, clf.backend_reason)
     if not quiet and said not in _SAID:
         _SAID.add(said)
@@ -340,7 +360,29 @@ def predict(texts, model: str | os.PathLike, **kwargs):
     options = {name: kwargs.pop(name)
                for name in ("precision", "device", "max_chunks", "backend", "early_exit")
                if name in kwargs}
-    key = (str(Path(model).resolve()), *sorted(options.items()))
+    folder = str(Path(model).resolve())
+    key = (folder, artifact_identity(folder), *sorted(options.items()))
     if key not in _LOADED:
+        # A retrained or replaced artifact at the same path has a new identity: drop the
+        # stale model held for that folder so the cache does not grow with every retrain.
+        for stale in [k for k in _LOADED if k[0] == folder]:
+            del _LOADED[stale]
         _LOADED[key] = load_classifier(model, **options)
     return _LOADED[key].predict(texts, **kwargs)
+
+
+def artifact_identity(folder: str) -> tuple:
+    """What tells one artifact at `folder` from another written there later: the inode,
+    modification time (ns) and size of each file that decides its predictions. Training
+    writes beside the folder and swaps it in, so each file is a new inode after a retrain
+    (which also covers file systems with coarse times); a copy over the old files changes
+    their times."""
+    out = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME, LEXICAL_CONFIG, LEXICAL_WEIGHTS):
+        try:
+            stat = os.stat(os.path.join(folder, name))
+        except OSError:
+            out.append(None)  # absent (no lexical model), or load_classifier says why
+        else:
+            out.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    return tuple(out)

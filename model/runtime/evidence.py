@@ -98,8 +98,20 @@ def network_contributions(token_scores: list[np.ndarray], window_weights: np.nda
 
 def lexical_contributions(lexical, text: str,
                           units: list[tuple[int, int]]) -> np.ndarray:
-    """What each passage adds to each label's lexical logit: passages x labels. A term's
-    share of the logit (coefficient x TF-IDF value) is split evenly over its occurrences."""
+    """What each passage adds to each label's lexical logit: passages x labels, summing over
+    passages to the logit less its intercept (`coef @ features`). A term's share of the
+    logit (coefficient x TF-IDF value) is split evenly over its occurrences.
+
+    An occurrence belongs to the passage holding its last word, as a token belongs to the
+    passage holding its last character (`token_units`): a bigram across a sentence end
+    goes to the later sentence, and whatever lies between or around passages (white
+    space, a dropped scrap) to the passage that follows it, or to the last. Occurrences
+    are found as the analyzer sees them: those of the text up to a passage's end, less
+    those up to the previous passage's end. The differences add up to the whole text's
+    terms whatever the analyzer (word or character n-grams, stop words), so the identity
+    above is exact; reading each passage alone would lose the n-grams that cross one.
+    Reading prefixes costs passages x text length in the analyzer: milliseconds for a
+    news article, next to an encoder pass over it."""
     vectorizer = lexical.vectorizer()
     analyze = vectorizer.build_analyzer()
     vocabulary = vectorizer.vocabulary_
@@ -107,11 +119,16 @@ def lexical_contributions(lexical, text: str,
     value = dict(zip(features.indices.tolist(), features.data.tolist()))
     totals = Counter(analyze(text))
     out = np.zeros((len(units), lexical.coef.shape[0]))
-    for u, (start, end) in enumerate(units):
-        for term, count in Counter(analyze(text[start:end])).items():
+    before: Counter = Counter()
+    for u, (_, end) in enumerate(units):
+        upto = Counter(analyze(text[:end] if u < len(units) - 1 else text))
+        added = upto.copy()
+        added.subtract(before)  # keeps what a cut inside a word took back, so it telescopes
+        for term, count in added.items():
             j = vocabulary.get(term)
-            if j is not None and j in value:
+            if count and j is not None and j in value:
                 out[u] += lexical.coef[:, j] * (value[j] * count / totals[term])
+        before = upto
     return out
 
 
@@ -228,7 +245,7 @@ def attributed(clf, article, units: list[tuple[int, int]], a: int, per_token: li
     for task in clf.tasks:
         columns = slice(first, first + len(task.labels))
         first = columns.stop
-        weights = window_weights(clf.network, task, embeddings)
+        weights = window_weights(clf.network, task, embeddings, clf.config.pooling)
         _, network, lexical = mixed[task.name]
         change = probability_change(task, network[a], network_contributions(
             [t[:, columns] for t in per_token], weights, unit_of_token, len(units)))
@@ -242,11 +259,11 @@ def attributed(clf, article, units: list[tuple[int, int]], a: int, per_token: li
 
 
 @torch.inference_mode()
-def window_weights(network, task: TaskSpec, embeddings: torch.Tensor) -> np.ndarray:
+def window_weights(network, task: TaskSpec, embeddings: torch.Tensor,
+                   pooling: str) -> np.ndarray:
     """The share of each window of one article in each label's logit (windows x labels),
-    as the network pools windows: equal (mean), by attention, or all to the max window."""
+    as `pooling` pools windows: equal (mean), by attention, or all to the max window."""
     n, n_labels = embeddings.shape[0], len(task.labels)
-    pooling = network.model_config.pooling
     device = next(network.parameters()).device
     embeddings = embeddings.to(device)
     if pooling == "attention":

@@ -7,33 +7,43 @@
   article's scores independent of the other articles in its batch, which PyTorch's
   dynamic int8 (one activation scale per batch) does not.
 
-The int8 graph is built once per artifact into `$ARTICLE_CLASSIFIER_CACHE/openvino` (by
-default ~/.cache/article-classifier/openvino), in a folder keyed by the hash of the
-artifact's weights, its calibration windows and the library versions, so retraining or
-editing a model rebuilds it. `auto` takes `openvino` on a CPU where the artifact carries
-calibration windows and OpenVINO loads, else `torch`; the reason is printed once.
+The int8 graph is built once per encoder into `$ARTICLE_CLASSIFIER_CACHE/openvino` (by
+default ~/.cache/article-classifier/openvino), in a folder keyed by the hash of exactly what
+it is built from (`graph_key`): the loaded encoder's weights and config, the calibration
+windows and the library versions. Retraining or editing the encoder rebuilds it; models
+that differ only in their heads share one graph. `auto` takes `openvino` on a CPU where the
+artifact carries calibration windows and OpenVINO loads, else `torch`; the reason is
+printed once.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import shutil
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.core.artifact import CALIBRATION_NAME, WEIGHTS_NAME, load_calibration
+from model.core.artifact import CALIBRATION_NAME, load_calibration
 from model.encoders.registry import cache_root
+from model.storage.folders import replace_folder
 
 BACKENDS = ("auto", "torch", "openvino")
 CALIBRATION_WINDOWS = 128
-GRAPH_FORMAT = 1  # bump when the way graphs are built changes: old caches are rebuilt
+# Bump when the way graphs are built or keyed changes: old caches are rebuilt.
+# 2: keyed on the loaded encoder (weights and config) and the transformers version.
+GRAPH_FORMAT = 2
+# The libraries whose code turns the encoder into the int8 graph: transformers' modelling
+# code is what gets traced, torch traces it, openvino converts it and nncf quantizes it.
+GRAPH_LIBRARIES = ("openvino", "nncf", "torch", "transformers")
 
 
 class BackendError(RuntimeError):
@@ -113,58 +123,118 @@ class _LastHidden(torch.nn.Module):
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def graph_key(artifact: Path, calibration: list[list[int]]) -> str:
-    """The cache key of an artifact's int8 backend: weights, calibration, versions."""
+def graph_key(encoder: torch.nn.Module, calibration: list[list[int]]) -> str:
+    """The cache key of an encoder's int8 graph: a hash of exactly what `build_openvino`
+    builds it from, taken from the encoder in memory (not from files, which a caller may
+    have changed since, or may not have): every parameter and buffer (name, dtype, shape,
+    bytes, by name), the encoder's config, the calibration windows, the versions of the
+    libraries that trace, convert and quantize it, and GRAPH_FORMAT. The task heads are
+    not in the graph, so not in the key either."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        versions = [version("openvino"), version("nncf")]
+        versions = {name: version(name) for name in GRAPH_LIBRARIES}
     except PackageNotFoundError as err:
         raise BackendError(f"{err.name} is not installed: pip install openvino nncf") from err
+    config = encoder.config.to_dict()
+    # Where the config was first read from and which transformers wrote it change nothing
+    # in the graph (the transformers that traces it is in `versions`).
+    config.pop("_name_or_path", None)
+    config.pop("transformers_version", None)
     digest = hashlib.sha256()
-    with open(artifact / WEIGHTS_NAME, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(json.dumps([calibration, versions, GRAPH_FORMAT,
-                              torch.__version__]).encode())
+    digest.update(json.dumps([GRAPH_FORMAT, versions, config, calibration], sort_keys=True,
+                             default=str).encode())
+    tensors = dict(encoder.named_parameters())
+    tensors.update(encoder.named_buffers())  # position ids and the like are traced too
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        # Raw bytes through a uint8 view: numpy has no bfloat16.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:32]
 
 
-def build_openvino(network, calibration: list[list[int]], out: Path) -> None:
-    """Export the encoder, quantize it with NNCF on `calibration`, write `out/encoder.xml`."""
+def build_openvino(network, calibration: list[list[int]], out: Path,
+                   quiet: bool = False) -> None:
+    """Export the encoder, quantize it with NNCF on `calibration`, write `out/encoder.xml`.
+
+    The export runs on a float32 CPU copy in eval mode: the caller's network keeps its
+    dtype, device and training mode. A step that fails raises BackendError naming it.
+    `quiet`: the libraries' own output (progress bars, tracer warnings) is held back."""
     import logging
 
     import nncf
     import openvino as ov
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    encoder = _LastHidden(network.encoder).eval().float().cpu()
+    encoder = _LastHidden(copy.deepcopy(network.encoder)).float().cpu().eval()
     example = torch.tensor([calibration[0]], dtype=torch.long)
     dynamic = [("input_ids", ov.PartialShape([-1, -1]), ov.Type.i64),
                ("attention_mask", ov.PartialShape([-1, -1]), ov.Type.i64)]
-    with torch.inference_mode():
+    with _silenced(quiet), _step("the export (openvino.convert_model)"), \
+            torch.inference_mode():
         graph = ov.convert_model(encoder, example_input=(example, torch.ones_like(example)),
                                  input=dynamic)
+    del encoder  # frees the float copy before NNCF needs its own memory
     samples = [{"input_ids": np.array([w], dtype=np.int64),
                 "attention_mask": np.ones((1, len(w)), dtype=np.int64)} for w in calibration]
-    quantized = nncf.quantize(graph, nncf.Dataset(samples), subset_size=len(samples),
-                              model_type=nncf.ModelType.TRANSFORMER)
+    with _silenced(quiet), _step("the int8 quantization (nncf.quantize)"):
+        quantized = nncf.quantize(graph, nncf.Dataset(samples), subset_size=len(samples),
+                                  model_type=nncf.ModelType.TRANSFORMER)
     ov.save_model(quantized, str(out / "encoder.xml"), compress_to_fp16=False)
 
 
+@contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """Where `quiet`, hold back what the libraries print while building: NNCF's progress
+    bars (rich, on the global console, on stdout), the tracer's warnings and transformers'
+    log lines. Process-wide while it lasts, as those outlets are."""
+    if not quiet:
+        yield
+        return
+    import warnings
+
+    import rich  # NNCF's own dependency: its progress bars draw on rich's global console
+    from transformers.utils import logging as hf_logging
+
+    console, verbosity = rich.get_console(), hf_logging.get_verbosity()
+    was_quiet, console.quiet = console.quiet, True
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        console.quiet = was_quiet
+        hf_logging.set_verbosity(verbosity)
+
+
+@contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Turn any error of a build step into a BackendError that says which step failed, so
+    `auto` reports it when it falls back and `openvino` raises it as a clear message."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - library errors have no common base
+        raise BackendError(f"the int8 backend could not be built: {what} raised "
+                           f"{type(err).__name__}: {err}") from err
+
+
 def load_openvino_encoder(artifact: str | os.PathLike, network, threads: int | None = None,
-                    quiet: bool = False) -> OpenVinoEncoder:
-    """The artifact's int8 OpenVINO backend, built into the cache on first use (and built
-    again if a cached one no longer loads)."""
+                          quiet: bool = False) -> OpenVinoEncoder:
+    """The int8 OpenVINO backend of `network`, calibrated on `artifact`'s windows: built
+    into the cache on first use (and built again if a cached one no longer loads)."""
     artifact = Path(artifact)
     calibration = load_calibration(artifact)
     if not calibration:
         raise BackendError(f"{artifact} has no {CALIBRATION_NAME} (int8 calibration windows; "
-                          "artifacts trained before this library wrote them): retrain, or "
-                          "add them with `article-classifier calibrate MODEL TEXTS`")
-    folder = cache_root() / "openvino" / graph_key(artifact, calibration)
+                           "artifacts trained before this library wrote them): retrain, or "
+                           "add them with `article-classifier calibrate MODEL TEXTS`")
+    folder = cache_root() / "openvino" / graph_key(network.encoder, calibration)
     threads = threads or torch.get_num_threads()
-    if (folder / "encoder.xml").is_file():
+    # A folder without a graph that loads is damaged or foreign: it goes, else the new
+    # build would be dropped in its favour (builds keep a folder that exists).
+    if folder.exists():
         try:
             return OpenVinoEncoder(folder / "encoder.xml", threads)
         except Exception as err:  # noqa: BLE001 - a damaged or foreign cache entry
@@ -176,45 +246,37 @@ def load_openvino_encoder(artifact: str | os.PathLike, network, threads: int | N
         build_into(folder, artifact, network, calibration, quiet)
     except OSError as err:
         raise BackendError(f"cannot write the int8 backend into {folder} ({err}); set "
-                          "ARTICLE_CLASSIFIER_CACHE to a writable folder") from err
+                           "ARTICLE_CLASSIFIER_CACHE to a writable folder") from err
     return OpenVinoEncoder(folder / "encoder.xml", threads)
 
 
 def build_into(folder: Path, artifact: Path, network, calibration: list[list[int]],
                quiet: bool) -> None:
-    """Build the engine in a temporary folder beside `folder` and rename it into place, so
-    a reader never sees half an engine (if another process won the race, theirs stays)."""
+    """Build the engine beside `folder` and swap it in (model/storage/folders.py), so a reader
+    never sees half an engine and a failed build leaves nothing; where another process
+    finished the same build first, theirs stays (the key says they are the same)."""
     if not quiet:
         print(f"building the int8 OpenVINO backend of {artifact} (once; kept in {folder})",
               file=sys.stderr)
     started = time.perf_counter()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        build_openvino(network, calibration, tmp)
+    with replace_folder(folder, keep_existing=True) as tmp:
+        build_openvino(network, calibration, tmp, quiet)
         (tmp / "engine.json").write_text(json.dumps({"artifact": str(artifact.resolve()),
                                                      "windows": len(calibration)}))
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not (folder / "encoder.xml").is_file():  # not another process's build
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if not quiet:
         print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
 def choose_backend(requested: str, requested_precision: str | None, precision: str,
-                  device: torch.device, artifact: str | os.PathLike | None,
-                  network) -> tuple[OpenVinoEncoder | None, str]:
+                   device: torch.device, artifact: str | os.PathLike | None,
+                   network, quiet: bool = False) -> tuple[OpenVinoEncoder | None, str]:
     """The backend to run (None: torch, the network itself) and why. `requested`: auto,
     torch or openvino; `precision` is what `requested_precision` resolved to on `device`.
 
     int8 (asked for, or `requested` openvino) runs openvino, and an error says why where it
     cannot. `auto` with precision `auto` takes openvino on a CPU where the artifact carries
     calibration windows and OpenVINO builds and loads; anything else runs torch, with the
-    reason said.
+    reason said. `quiet`: no build messages.
     """
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
@@ -228,7 +290,7 @@ def choose_backend(requested: str, requested_precision: str | None, precision: s
             raise BackendError(f"the openvino backend runs int8, not {requested_precision}")
         if artifact is None:
             raise BackendError("the openvino backend needs a saved model folder")
-        return load_openvino_encoder(artifact, network), "asked for"
+        return load_openvino_encoder(artifact, network, quiet=quiet), "asked for"
     if requested == "torch":
         return None, "asked for"
     if device.type != "cpu":
@@ -238,7 +300,8 @@ def choose_backend(requested: str, requested_precision: str | None, precision: s
     if artifact is None:
         return None, "no saved model folder"
     try:
-        return load_openvino_encoder(artifact, network), "int8 OpenVINO measures fastest on CPUs"
+        return (load_openvino_encoder(artifact, network, quiet=quiet),
+                "int8 OpenVINO measures fastest on CPUs")
     except BackendError as err:
         return None, f"openvino unavailable: {err}"
     except Exception as err:  # noqa: BLE001 - any failure to build or compile falls back, said

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 Z95 = 1.959963984540054
@@ -39,41 +40,93 @@ def labels_of(prediction: dict, task: str) -> list[str]:
     return list(found)
 
 
-def framing_profile(lines, by: str, task: str = "frames"):
-    """Count, per value of `by`, the articles and how many carry each label.
+# Distinct values of `by` a profile may have. A profile is one row per (group, label), so
+# without a bound an upload of N lines, each with a new source and a new label, asks for
+# N * N rows. Past the bound the profile is refused with a message naming it (rather than
+# folding the rest into an "other" group, whose share would mix unrelated sources): group
+# by a coarser field, or raise the bound where the machine has room (`--max-groups`).
+MAX_GROUPS = 500
+# Distinct labels when the model's own are not known (the `profile` command): a model has
+# a few dozen at most, so thousands mean the file is not predictions of one task.
+MAX_LABELS = 1000
 
-    Returns `(rows, skipped)`: one row per (group, label) with n, count, share and the
-    interval, and the number of lines left out (error entries, no prediction).
+
+class TooManyGroups(ValueError):
+    """More distinct groups (or labels) than the profile's bound."""
+
+
+@dataclass
+class Profile:
+    """A profile's rows and what was left out: `skipped` lines (error entries, no
+    prediction of the task) and `ignored` label occurrences that are not the task's."""
+
+    rows: list[dict]
+    skipped: int = 0
+    ignored: int = 0
+    ignored_examples: list[str] = field(default_factory=list)
+
+
+def count_profile(lines, by: str, task: str = "frames", labels=None,
+                  max_groups: int = MAX_GROUPS, max_labels: int = MAX_LABELS) -> Profile:
+    """Count, per value of `by`, the articles and how many carry each label, line by line.
+
+    `labels`: the task's labels (the served model's); a label outside them is not counted,
+    only reported (`Profile.ignored`). Without them the labels seen are used, at most
+    `max_labels`. At most `max_groups` distinct groups (TooManyGroups beyond). Counts are
+    kept per group as the lines are read, so memory grows with the groups and labels
+    actually present, and the rows (groups x labels) are bounded by the two caps.
     """
     if by in ROW_FIELDS:
         # The group's name is stored under `by` in each row, beside these fields.
         raise ValueError(f"cannot group by {by!r}: it names a column of the profile itself")
+    known = set(labels) if labels is not None else None
     articles: Counter = Counter()
     hits: dict[str, Counter] = defaultdict(Counter)
-    labels: set[str] = set()
-    skipped = 0
+    seen: set[str] = set()
+    out = Profile([])
     for line in lines:
         if "error" in line:
-            skipped += 1
+            out.skipped += 1
             continue
         try:
-            found = labels_of(line, task)
+            found = set(labels_of(line, task))
         except ValueError:
-            skipped += 1
+            out.skipped += 1
             continue
         group = str(line.get(by)) if line.get(by) not in (None, "") else "(unknown)"
+        if group not in articles and len(articles) >= max_groups:
+            raise TooManyGroups(f"more than {max_groups} distinct values of {by!r}; profile "
+                                "by a field with fewer values, or raise the limit on groups")
+        if known is not None:
+            for label in sorted(found - known):
+                out.ignored += 1
+                if len(out.ignored_examples) < 10 and label not in out.ignored_examples:
+                    out.ignored_examples.append(label[:100])
+            found &= known
+        else:
+            seen.update(found)
+            if len(seen) > max_labels:
+                raise TooManyGroups(f"more than {max_labels} distinct {task!r} labels: are "
+                                    f"these predictions of one task?")
         articles[group] += 1
-        hits[group].update(set(found))
-        labels.update(found)
-    rows = []
+        hits[group].update(found)
+    names = sorted(known if known is not None else seen)
     for group in sorted(articles):
         n = articles[group]
-        for label in sorted(labels):
+        for label in names:
             k = hits[group][label]
             low, high = wilson_interval(k, n)
-            rows.append({by: group, "label": label, "articles": n, "count": k,
-                         "share": k / n, "ci95_low": low, "ci95_high": high})
-    return rows, skipped
+            out.rows.append({by: group, "label": label, "articles": n, "count": k,
+                             "share": k / n, "ci95_low": low, "ci95_high": high})
+    return out
+
+
+def framing_profile(lines, by: str, task: str = "frames", labels=None,
+                    max_groups: int = MAX_GROUPS):
+    """`(rows, skipped)` of `count_profile`: one row per (group, label) with n, count,
+    share and the interval, and the number of lines left out."""
+    profile = count_profile(lines, by, task, labels, max_groups)
+    return profile.rows, profile.skipped
 
 
 def write_profile(rows: list[dict], by: str, out_dir: Path, title: str) -> list[Path]:

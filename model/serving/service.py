@@ -5,21 +5,28 @@
     POST /predict   {"text": "..."}  or  {"articles": [{"id": "a1", "title": "...", "text": "..."}]}
                     a web page: {"html": "<html>...", "url": "https://..."} (also in articles)
                     "evidence": K adds each label's K best passages (model/runtime/evidence.py)
-    GET  /health    liveness and the loaded model
-    GET  /metadata  tasks, labels, thresholds, preprocessing and the model card metrics
+    GET  /health    liveness and the loaded model (open even with an API key)
+    GET  /metadata  tasks, labels, thresholds, preprocessing and the model card metrics;
+                    `model.max_chunks` is the served value (`serve --max-chunks`), the
+                    artifact's own is `model.artifact_max_chunks`
     GET  /docs      OpenAPI documentation
     GET  /          a web page on the same endpoints (model/serving/ui.py), and POST/GET /profile
 
 Concurrent requests are gathered into one forward pass: a request waits at most
-`batch_wait_ms` for others, a pass takes at most `max_batch_articles`, and at most
-`max_queue` articles may wait; past that the service answers 503 rather than letting
-latency and memory grow without bound.
+`batch_wait_ms` for others, a pass takes at most `max_batch_articles` (a larger request
+is split over several passes), and at most `max_queue` articles may wait; past that the
+service answers 503 rather than letting latency and memory grow without bound.
+
+With an API key (`serve --api-key KEY` or ARTICLE_CLASSIFIER_API_KEY), every endpoint but
+/health and the page's own files (/, /web/*) needs `Authorization: Bearer KEY` or
+`X-API-Key: KEY`; anything else is a 401.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +39,7 @@ from pydantic import BaseModel, Field, model_validator
 from model.inputs.records import read_record, uses_html
 from model.runtime.classifier import ArticleClassifier, load_classifier
 from model.runtime.evidence import in_fields, resolve_method
+from model.serving.middleware import ApiKey, BodyLimit
 from model.serving.ui import add_page
 
 
@@ -45,6 +53,7 @@ class ServiceLimits:
     max_batch_articles: int = 64             # per forward pass
     batch_wait_ms: float = 5.0               # how long a request waits for company
     max_queue: int = 2048                    # articles waiting; 503 beyond
+    max_profile_groups: int = 500            # distinct groups of a /profile; 422 beyond
 
 
 class Article(BaseModel):
@@ -126,7 +135,9 @@ class MicroBatcher:
         self.waiting = 0
         self.passes = 0          # forward passes run, for /health
         self.articles_served = 0
+        self.largest_pass = 0    # most articles in one forward pass, for /health
         self.in_flight: list = []  # jobs taken off the queue and not yet answered
+        self.held = None         # a job taken off the queue that did not fit the last pass
         self.task: asyncio.Task | None = None
 
     def start(self):
@@ -150,6 +161,9 @@ class MicroBatcher:
     def _stopped(self, task: asyncio.Task) -> None:
         reason = self.failure() or "the micro-batcher stopped"
         jobs, self.in_flight = self.in_flight, []
+        if self.held is not None:
+            jobs.append(self.held)
+            self.held = None
         while not self.queue.empty():
             jobs.append(self.queue.get_nowait())
         for texts, _, future in jobs:
@@ -164,25 +178,52 @@ class MicroBatcher:
         if self.waiting + len(texts) > self.limits.max_queue:
             raise HTTPException(503, "the service is at capacity; retry shortly",
                                 headers={"Retry-After": "1"})
-        future = asyncio.get_running_loop().create_future()
-        self.waiting += len(texts)
-        await self.queue.put((texts, options, future))
-        return await future
+        # A request larger than a pass is queued as pieces that each fit one; the pieces
+        # may go in different passes, and their answers are put back in order.
+        step = self.limits.max_batch_articles
+        loop = asyncio.get_running_loop()
+        futures = []
+        for start in range(0, len(texts), step):
+            piece = texts[start:start + step]
+            futures.append(loop.create_future())
+            self.waiting += len(piece)
+            self.queue.put_nowait((piece, options, futures[-1]))
+        # Every piece's outcome is collected, so a failure of several is not left unread.
+        answers = await asyncio.gather(*futures, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return [answer for piece in answers for answer in piece]
+
+    def _next(self):
+        """The job held back from the last pass, else the next one queued (or None)."""
+        if self.held is not None:
+            job, self.held = self.held, None
+            return job
+        try:
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
     async def run(self):
         loop = asyncio.get_running_loop()
         while True:
-            jobs = self.in_flight = [await self.queue.get()]
-            size = len(jobs[0][0])
+            first = self._next()
+            if first is None:
+                first = await self.queue.get()
+            jobs = self.in_flight = [first]
+            size = len(first[0])  # never over the bound: predict() queues pieces that fit
             deadline = loop.time() + self.limits.batch_wait_ms / 1000
             # Drain without wait_for(queue.get()): cancelling a get on timeout can drop
             # the item it was handed, leaving that request waiting for ever.
             while size < self.limits.max_batch_articles and loop.time() < deadline:
-                try:
-                    job = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
+                job = self._next()
+                if job is None:
                     await asyncio.sleep(0.001)
                     continue
+                if size + len(job[0]) > self.limits.max_batch_articles:
+                    self.held = job  # the next pass starts with it: no request overtakes
+                    break
                 jobs.append(job)
                 size += len(job[0])
             await self.serve(jobs, loop)
@@ -212,6 +253,7 @@ class MicroBatcher:
                 continue
             self.passes += 1
             self.articles_served += len(texts)
+            self.largest_pass = max(self.largest_pass, len(texts))
             start = 0
             for job in group:
                 if not job[2].done():
@@ -219,55 +261,12 @@ class MicroBatcher:
                 start += len(job[0])
 
 
-class BodyLimit:
-    """ASGI middleware that refuses request bodies over `max_bytes` with 413.
-
-    A declared `Content-Length` over the limit is refused before anything is read; a
-    body without one (`Transfer-Encoding: chunked`) is counted while it is read, and
-    what was read is handed on to the application unchanged.
-    """
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                return await self._too_large(scope, receive, send)
-            return await self.app(scope, receive, send)
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break  # the client went away; the application sees that too
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                return await self._too_large(scope, receive, send)
-            if not message.get("more_body", False):
-                break
-        replay = iter(messages)
-
-        async def replayed():
-            return next(replay, None) or await receive()
-
-        return await self.app(scope, replayed, send)
-
-    async def _too_large(self, scope, receive, send):
-        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"},
-                                status_code=413)
-        await response(scope, receive, send)
-
-
 def create_app(model_dir: str, precision: str = "auto",
                limits: ServiceLimits | None = None, max_chunks: int | None = None,
                device: str = "auto", profile: str | None = None,
-               backend: str = "auto") -> FastAPI:
+               backend: str = "auto", api_key: str | None = None) -> FastAPI:
+    """The service's application. `api_key`: when given, every endpoint but /health and
+    the page's files requires it (ApiKey)."""
     limits = limits or ServiceLimits()
     clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks, device=device,
                           backend=backend)
@@ -283,6 +282,8 @@ def create_app(model_dir: str, precision: str = "auto",
                   description="Topic and framing predictions for news articles.")
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if api_key:  # added last, so it runs first: no body is read for a caller without it
+        app.add_middleware(ApiKey, key=api_key)
 
     @app.exception_handler(BatcherDown)
     async def batcher_down(request, err):
@@ -294,7 +295,8 @@ def create_app(model_dir: str, precision: str = "auto",
                  "backend": clf.backend_name,
                  "device": str(clf.device), "max_chunks": clf.config.max_chunks,
                  "queued_articles": batcher.waiting, "forward_passes": batcher.passes,
-                 "articles_served": batcher.articles_served}
+                 "articles_served": batcher.articles_served,
+                 "largest_pass_articles": batcher.largest_pass}
         reason = batcher.failure()
         if reason:
             return JSONResponse({"status": "failing", "reason": reason, **state},
@@ -304,7 +306,12 @@ def create_app(model_dir: str, precision: str = "auto",
     @app.get("/metadata")
     async def metadata():
         doc = clf.metadata
-        return {"tasks": doc.get("tasks"), "model": doc.get("model"),
+        # The model as served: `serve --max-chunks` changes how many windows are read, so
+        # the card and /health agree; the artifact's own value is kept beside it.
+        model = dict(doc.get("model") or {})
+        model.update(artifact_max_chunks=model.get("max_chunks"),
+                     max_chunks=clf.config.max_chunks)
+        return {"tasks": doc.get("tasks"), "model": model,
                 "metrics": doc.get("metrics"), "format_version": doc.get("format_version"),
                 "limits": limits.__dict__}
 
@@ -344,14 +351,24 @@ def create_app(model_dir: str, precision: str = "auto",
         return {"predictions": [{"id": i, **page, **o} for (i, _, page), o in zip(items, outputs)],
                 "took_ms": took}
 
-    add_page(app, profile)
+    add_page(app, profile, {t.name: list(t.labels) for t in clf.tasks},
+             limits.max_profile_groups)
     return app
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: str = "auto",
           limits: ServiceLimits | None = None, max_chunks: int | None = None,
-          device: str = "auto", profile: str | None = None, backend: str = "auto") -> None:
+          device: str = "auto", profile: str | None = None, backend: str = "auto",
+          api_key: str | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device, profile, backend),
+    if host not in LOOPBACK and not api_key:
+        print(f"WARNING: serving on {host}:{port} without an API key: anyone who can reach "
+              "this port can use /predict, /profile and the page. Set --api-key KEY or "
+              "ARTICLE_CLASSIFIER_API_KEY, or bind to 127.0.0.1.", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device, profile, backend,
+                           api_key),
                 host=host, port=port, log_level="info")

@@ -9,18 +9,27 @@ The page is plain HTML, CSS and JavaScript shipped inside the package: nothing i
 from elsewhere (the machines it runs on are often offline), and a Content-Security-Policy
 of 'self' makes the browser refuse anything else. It calls the same /predict and
 /metadata that API users call. The profile rows come from model/serving/profiles.py, the
-function `article-classifier profile` uses, so the page and the command agree.
+function `article-classifier profile` uses, so the page and the command agree. A
+profile counts only the served model's labels of its task (others are counted as
+`ignored_labels` and named in `ignored_examples`), and at most `max_groups` distinct
+groups: more are a 422 naming the bound (`serve --max-profile-groups`).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from model.serving.profiles import framing_profile, parse_predictions, read_predictions
+from model.serving.profiles import (
+    MAX_GROUPS,
+    count_profile,
+    parse_predictions,
+    read_predictions,
+)
 
 STATIC = Path(__file__).with_name("static")
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -40,20 +49,34 @@ def page_files() -> dict[str, Path]:
             if p.is_file() and p.suffix in MEDIA_TYPES and p.name != "index.html"}
 
 
-def profile_answer(lines, by: str, task: str, source: str) -> dict:
-    """The JSON the page draws its heatmap from; ValueError for what cannot be profiled."""
-    rows, skipped = framing_profile(lines, by, task)
+def profile_answer(lines, by: str, task: str, source: str,
+                   task_labels: dict[str, list[str]] | None = None,
+                   max_groups: int = MAX_GROUPS) -> dict:
+    """The JSON the page draws its heatmap from; ValueError for what cannot be profiled.
+    With `task_labels` (the served model's labels per task) only those labels count."""
+    labels = None
+    if task_labels is not None:
+        if task not in task_labels:
+            raise ValueError(f"this model has no task {task!r} (its tasks: "
+                             f"{', '.join(task_labels)})")
+        labels = task_labels[task]
+    profile = count_profile(lines, by, task, labels, max_groups)
+    rows = profile.rows
     if not rows:
-        raise ValueError(f"{source}: no {task!r} predictions to profile ({skipped} lines "
-                         "without one)")
+        raise ValueError(f"{source}: no {task!r} predictions to profile ({profile.skipped} "
+                         "lines without one)")
     groups = {r[by]: r["articles"] for r in rows}
-    return {"by": by, "task": task, "source": source, "skipped": skipped,
+    return {"by": by, "task": task, "source": source, "skipped": profile.skipped,
+            "ignored_labels": profile.ignored, "ignored_examples": profile.ignored_examples,
             "articles": sum(groups.values()), "groups": len(groups),
             "labels": sorted({r["label"] for r in rows}), "rows": rows}
 
 
-def add_page(app: FastAPI, profile_file: str | Path | None = None) -> None:
-    """Serve the page and the /profile endpoint on `app` (create_app calls this)."""
+def add_page(app: FastAPI, profile_file: str | Path | None = None,
+             task_labels: dict[str, list[str]] | None = None,
+             max_groups: int = MAX_GROUPS) -> None:
+    """Serve the page and the /profile endpoint on `app` (create_app calls this, with the
+    served model's labels per task)."""
     files = page_files()
 
     @app.get("/", include_in_schema=False)
@@ -71,15 +94,18 @@ def add_page(app: FastAPI, profile_file: str | Path | None = None) -> None:
     @app.post("/profile", summary="Per-source profile of uploaded prediction lines")
     async def profile_upload(request: Request, by: str = "source", task: str = "frames"):
         """The body is prediction JSONL as `article-classifier predict --keep FIELD` writes
-        it; the answer has one row per (value of `by`, label) with the count of articles,
-        the share and its 95% Wilson interval. The service's body limit applies (413)."""
+        it; the answer has one row per (value of `by`, label of the model's task) with the
+        count of articles, the share and its 95% Wilson interval. Labels the model does
+        not have are counted in `ignored_labels`; more than the service's bound on groups
+        is a 422. The service's body limit applies (413)."""
         body = await request.body()
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as err:
             raise HTTPException(422, f"the upload is not UTF-8 text (byte {err.start})") from None
         source = "the uploaded file"
-        return await _profile(parse_predictions(text.splitlines(), source), by, task,
+        # Read line by line from the one copy of the body, not split into a list of lines.
+        return await _profile(parse_predictions(io.StringIO(text), source), by, task,
                               source)
 
     @app.get("/profile", summary="Per-source profile of the file given to serve --profile")
@@ -94,7 +120,8 @@ def add_page(app: FastAPI, profile_file: str | Path | None = None) -> None:
         # `lines` is a lazy generator: reading and parsing happen in the thread too, off
         # the event loop, so predictions go on meanwhile; a bad line is a 422 naming it.
         try:
-            return await run_in_threadpool(profile_answer, lines, by, task, source)
+            return await run_in_threadpool(profile_answer, lines, by, task, source,
+                                           task_labels, max_groups)
         except (ValueError, OSError) as err:
             raise HTTPException(422, str(err)) from None
 

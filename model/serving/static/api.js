@@ -11,9 +11,47 @@ export class ApiError extends Error {
   }
 }
 
+// A service started with an API key answers 401 without it. The key is asked for once
+// and kept in sessionStorage: for this tab only, gone when it closes, never in the page.
+const KEY_ITEM = "article-classifier-api-key";
+
+function storedKey() {
+  try {
+    return sessionStorage.getItem(KEY_ITEM) || "";
+  } catch {
+    return ""; // storage refused (privacy settings): the key is asked for again
+  }
+}
+
+// Ask for the key after a 401 sent with `sent`; false when the reader gave none.
+function askForKey(sent) {
+  if (storedKey() !== sent) return true; // another call was answered meanwhile: retry
+  const key = window.prompt(sent ? "That API key was refused. Enter the service's API key:"
+    : "This service needs an API key. Enter it (kept for this browser tab only):", "");
+  if (!key || !key.trim()) return false;
+  try {
+    sessionStorage.setItem(KEY_ITEM, key.trim());
+  } catch {
+    return false;
+  }
+  return true;
+}
+
 // `what` names the thing sent ("article", "file") in the messages.
-export async function callApi(path, { method = "GET", json, body, type, what = "request" } = {}) {
+export async function callApi(path, options = {}) {
+  for (;;) {
+    const sent = storedKey();
+    try {
+      return await callOnce(path, { ...options, key: sent });
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 401 || !askForKey(sent)) throw err;
+    }
+  }
+}
+
+async function callOnce(path, { method = "GET", json, body, type, what = "request", key } = {}) {
   const headers = {};
+  if (key) headers.Authorization = `Bearer ${key}`;
   if (json !== undefined) {
     body = JSON.stringify(json);
     headers["Content-Type"] = "application/json";
@@ -66,6 +104,10 @@ export function describe(status, payload, what = "request", size = 0) {
   }
   if (status === 422) {
     return `The service could not accept this ${what}: ${detail} (HTTP 422)`;
+  }
+  if (status === 401) {
+    return `The service needs its API key for this: ${detail}. Reload the page to enter ` +
+      "it. (HTTP 401)";
   }
   if (status === 503) {
     return `The service is busy or its model is not ready: ${detail}. ` +

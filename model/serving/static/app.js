@@ -78,16 +78,32 @@ async function classify(event) {
   }
 }
 
+// What the model read. `tokens` counts the whole article's tokens and `chunks_total` the
+// windows it needs; `chunks` are the windows read: fewer where the article is longer than
+// the served --max-chunks (spread over it), or where its first window already decided
+// every task (early exit). A window holds at most max_length tokens, two of them special.
+export function readingOf(prediction, model = {}) {
+  const { chunks, tokens } = prediction;
+  const total = prediction.chunks_total ?? chunks;
+  const windows = (n) => `${n} token window${n === 1 ? "" : "s"}`;
+  if (!(total > chunks)) return `The model read all of it: ${windows(chunks)}, ${tokens} tokens.`;
+  const cap = Number.isInteger(model.max_length) ? Math.min(tokens, chunks * (model.max_length - 2))
+    : null;
+  const read = cap == null ? ` of its ${tokens} tokens` : ` (at most ${cap} of its ${tokens} tokens)`;
+  const why = Number.isInteger(model.max_chunks) && chunks >= Math.min(total, model.max_chunks)
+    ? `this service reads at most ${windows(model.max_chunks)} an article, spread over it`
+    : "its first window already decided every task, so it stopped there";
+  return `The model read ${chunks} of the article's ${windows(total)}${read}: ${why}.`;
+}
+
 function show(prediction, title, text, options) {
   renderPrediction($("tasks"), prediction, metadata, options);
-  const windows = prediction.chunks_total > prediction.chunks
-    ? `${prediction.chunks} of its ${prediction.chunks_total} token windows, spread over it`
-    : `all of it (${prediction.chunks} token window${prediction.chunks === 1 ? "" : "s"})`;
-  $("reading").textContent = `The model read ${windows}: ${prediction.tokens} tokens.` +
-    (prediction.truncated ? " The article is longer than the model reads whole." : "");
-  $("shown-title").textContent = title.trim();
+  $("reading").textContent = readingOf(prediction, (metadata && metadata.model) || {});
+  // The title as sent: evidence offsets count in it, leading spaces included (the
+  // heading's layout does not show them).
   $("shown-title").hidden = !title.trim();
-  wireEvidence($("tasks"), prediction, $("article-text"), text, $("evidence-note"));
+  wireEvidence($("tasks"), prediction, { title: [$("shown-title"), title],
+    text: [$("article-text"), text] }, $("evidence-note"));
   $("results").hidden = false;
   $("text-view").hidden = false;
 }

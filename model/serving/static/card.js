@@ -53,7 +53,9 @@ export function renderCard(target, line, metadata) {
     definitions([
       ["Encoder", model.encoder],
       ["Windows", model.max_length && `${model.max_length} tokens, overlapping by ` +
-        `${model.stride ?? 0}; at most ${model.max_chunks} per article`],
+        `${model.stride ?? 0}; at most ${model.max_chunks} per article` +
+        (model.artifact_max_chunks != null && model.artifact_max_chunks !== model.max_chunks
+          ? ` as served (the model's own setting: ${model.artifact_max_chunks})` : "")],
       ["Pooling", model.pooling],
       ["Tested in", metrics.test_precision && `${metrics.test_precision} on ` +
         `${metrics.test_device || "?"}`],

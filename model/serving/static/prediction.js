@@ -3,8 +3,9 @@
 // article text with the evidence passages of the selected label marked.
 //
 // Evidence is optional. When an answer carries it, it has the shape
-//   prediction.evidence = {frames: {Economic: [{start, end, score, text}, ...]}, topic: {...}}
-// with character offsets into the text that was sent. Without it the text is shown plain.
+//   prediction.evidence = {frames: {Economic: [{field, start, end, score, text}, ...]}, ...}
+// with character offsets into the field that was sent, which `field` names ("title" or
+// "text"): a title passage is marked in the title. Without evidence the text is plain.
 
 import { el } from "./dom.js";
 
@@ -153,18 +154,30 @@ export function renderText(target, text, passages) {
   return spans.length;
 }
 
+// Each field of the article, {title: [element, title], text: [element, text]}, drawn with
+// the passages that lie in it. A passage without `field` (from a service that did not
+// say) is looked for in the text.
+export function renderFields(fields, passages) {
+  let marked = 0;
+  for (const [name, [target, value]] of Object.entries(fields)) {
+    const mine = passages.filter((p) => (p.field === "title") === (name === "title"));
+    marked += renderText(target, value, mine);
+  }
+  return marked;
+}
+
 // Radio buttons on each bar that has evidence, to choose whose passages are marked; the
 // first given label with passages is chosen at first.
-export function wireEvidence(container, prediction, textTarget, text, note) {
+export function wireEvidence(container, prediction, fields, note) {
   const evidence = prediction.evidence;
   if (!evidence || typeof evidence !== "object") {
     note.textContent = "The service's answer has no evidence passages, so the text is " +
       "shown as it was sent.";
-    renderText(textTarget, text, []);
+    renderFields(fields, []);
     return;
   }
   const show = (task, label, passages) => {
-    const marked = renderText(textTarget, text, passages);
+    const marked = renderFields(fields, passages);
     note.textContent = `Marked: ${marked} evidence passage${marked === 1 ? "" : "s"} for ` +
       `${label} (${task}). Choose another label with the buttons beside the bars.`;
   };
@@ -183,7 +196,7 @@ export function wireEvidence(container, prediction, textTarget, text, note) {
   }
   if (!choices.length) {
     note.textContent = "The answer has no evidence passages for these labels.";
-    renderText(textTarget, text, []);
+    renderFields(fields, []);
     return;
   }
   const [radio] = choices.find(([, given]) => given) || choices[0];

@@ -7,13 +7,15 @@ under a temporary name in the same parent (so the final step is a rename, atomic
 file system), the old folder is moved aside, the new one renamed into place, and only then
 is the old one deleted. If that rename fails, the old folder is put back; if writing fails,
 the target is untouched and the temporary folder is removed.
+
+This module sits in its own lowest layer (`model.storage`) because `model.encoders`, below
+`model.core`, needs it as much as the artifact code does.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +33,10 @@ def replace_folder(target: str | os.PathLike, keep_existing: bool = False) -> It
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    new = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    # mkdir, not mkdtemp: mkdtemp makes the folder private (0700), and what is swapped in
+    # (a model, an installed encoder) should get the umask's permissions like any folder.
+    new = _sibling(target, "new")
+    new.mkdir()
     try:
         yield new
         swap_in(new, target, keep_existing)
@@ -46,7 +51,7 @@ def swap_in(new: Path, target: Path, keep_existing: bool = False) -> None:
         return
     old = None
     if target.exists() or target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        old = _sibling(target, "old")
         os.rename(target, old)
     try:
         os.rename(new, target)
@@ -61,3 +66,8 @@ def swap_in(new: Path, target: Path, keep_existing: bool = False) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink()
+
+
+def _sibling(target: Path, role: str) -> Path:
+    """A hidden name beside `target`, unique per call (two writers never share one)."""
+    return target.with_name(f".{target.name}.{role}-{uuid.uuid4().hex[:12]}")

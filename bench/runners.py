@@ -1,10 +1,10 @@
-"""Batch-prediction engines: the local runner beside Ray Data with 1 and 2 workers.
+"""Batch runners: the local runner beside Ray Data with 1 and 2 workers.
 
-    python -m bench.backends --model runs/bbc_topic/model [--articles 2000]
+    python -m bench.runners --model runs/bbc_topic/model [--articles 2000]
 
-Every engine predicts the same real articles (SemEval English and BBC, full length) through
+Every runner predicts the same real articles (SemEval English and BBC, full length) through
 `article-classifier predict`; the time is the whole command (start-up, reading, model
-loading, prediction, writing), median of --repeats. Writes bench/results/bench_engines.md.
+loading, prediction, writing), median of --repeats. Writes bench/results/bench_runners.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def time_command(cmd: list[str], repeats: int) -> float:
     return statistics.median(seconds)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/bbc_topic/model")
@@ -38,8 +38,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", default="bench/results")
-    args = parser.parse_args(argv)
-    work = Path(args.out) / "engines"
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    work = Path(args.out) / "runners"
     (work / "shards").mkdir(parents=True, exist_ok=True)
     texts = bench_articles(args.articles)
     lines = [json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)]
@@ -52,17 +56,17 @@ def main(argv=None) -> int:
                                    str(work / "local.jsonl")], args.repeats)}
     for workers in (1, 2):
         runs[f"ray, {workers} worker(s)"] = time_command(
-            [*base, str(work / "shards"), "-o", str(work / f"ray{workers}"), "--engine", "ray",
+            [*base, str(work / "shards"), "-o", str(work / f"ray{workers}"), "--runner", "ray",
              "--workers", str(workers)], args.repeats)
     env = environment()
     report = [f"Batch prediction of {len(texts)} real articles (full length), whole command, "
-              f"median of {args.repeats}", "", "| engine | seconds | articles/s |",
+              f"median of {args.repeats}", "", "| runner | seconds | articles/s |",
               "|---|---|---|"]
     report += [f"| {name} | {s:.1f} | {len(texts) / s:.1f} |" for name, s in runs.items()]
     report += ["", f"machine: {env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']}"]
     text = "\n".join(report)
     print(text)
-    (Path(args.out) / "bench_engines.md").write_text(text + "\n")
+    (Path(args.out) / "bench_runners.md").write_text(text + "\n")
     return 0
 
 
