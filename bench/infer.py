@@ -58,9 +58,9 @@ def run_method(method: str, model_dir: str, repeats: int, batch_size: int,
     import resource
 
     texts = bench_articles(1000)
-    device, engine = split_method(method)[:2]
+    device, backend = split_method(method)[:2]
     windows = None
-    if engine == "hf_pipeline":
+    if backend == "hf_pipeline":
         predict_many, predict_one = hf_pipeline(model_dir, device)
     else:
         clf = load_method(model_dir, method, early_exit)
@@ -87,7 +87,7 @@ def run_method(method: str, model_dir: str, repeats: int, batch_size: int,
         predict_one(text)
         latency.append((time.perf_counter() - started) * 1000)
     return {"method": method, "articles": len(texts), "windows_read": windows,
-            "engine": getattr(clf, "backend_name", None) if engine != "hf_pipeline" else None,
+            "backend": getattr(clf, "backend_name", None) if backend != "hf_pipeline" else None,
             "articles_per_s": len(texts) / statistics.median(seconds),
             "runs_s": seconds, "p50_ms": float(np.percentile(latency, 50)),
             "p95_ms": float(np.percentile(latency, 95)),
@@ -141,7 +141,7 @@ def test_scores(model_dir: str, config: str, methods, early_exit: float) -> dict
         results = evaluate_split(clf, splits, "test", 64)  # as served: early exit included
         scores[method] = {name: {k: v for k, v in r.items() if k != "n"}
                           for name, r in headline_scores(results).items()}
-        # The engine alone: every method embeds the same windows (torch fp32's reading).
+        # The backend alone: every method embeds the same windows (torch fp32's reading).
         if reference is None:
             encoded = clf.encode(texts)
             reference = clf.embed_windows(encoded, 64).float()
@@ -311,19 +311,19 @@ def render(report: dict) -> str:
     if runs:
         first = next(iter(runs.values()))
         lines += [f"Inference on {first['articles']} real articles (full length)", "",
-                  "| method | engine | articles/s | vs pipeline | windows read | p50 ms | "
+                  "| method | backend | articles/s | vs pipeline | windows read | p50 ms | "
                   "p95 ms | peak RSS MiB | same label as fp32 |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for name, run in runs.items():
-            device, engine = split_method(name)[:2]
+            device, backend = split_method(name)[:2]
             prefix = "" if device == "cpu" else f"{device}/"
             # Each device's methods are compared with that device's pipeline and fp32.
             base = runs.get(f"{prefix}hf_pipeline", {}).get("articles_per_s", float("nan"))
             fp32 = next((r for m, r in runs.items() if m.startswith(f"{prefix}torch-fp32")),
                         run)["labels"]
             same = np.mean([a == b for a, b in zip(run["labels"], fp32)])
-            agree = "" if engine == "hf_pipeline" else f"{same:.4f}"
-            lines.append(f"| {name} | {run.get('engine') or ''} | {run['articles_per_s']:.1f} | "
+            agree = "" if backend == "hf_pipeline" else f"{same:.4f}"
+            lines.append(f"| {name} | {run.get('backend') or ''} | {run['articles_per_s']:.1f} | "
                          f"{run['articles_per_s'] / base:.2f}x | {run.get('windows_read') or ''} | "
                          f"{run['p50_ms']:.0f} | {run['p95_ms']:.0f} | {run['peak_rss_mib']:.0f} "
                          f"| {agree} |")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-# `[device/]engine-precision[+exit][:N]`: what runs the encoder, in which precision, `+exit`
+# `[device/]backend-precision[+exit][:N]`: what runs the encoder, in which precision, `+exit`
 # for adaptive reading (the artifact's `model.early_exit`, else --early-exit), and `:N` to
 # read at most N windows of an article (`load_classifier(max_chunks=N)`).
 # `torch-int8-dynamic` is PyTorch's dynamic int8 quantization, which earlier versions
@@ -33,29 +33,29 @@ def methods() -> tuple[str, ...]:
 
 
 def split_method(method: str) -> tuple[str, str, str, bool, int | None]:
-    """`(device, engine, precision, early exit, max_chunks)` of a method name."""
+    """`(device, backend, precision, early exit, max_chunks)` of a method name."""
     device, _, rest = method.rpartition("/")
     rest, _, chunks = rest.partition(":")
     rest, plus, _ = rest.partition("+exit")
-    engine, _, precision = rest.partition("-")
-    return device or "cpu", engine, precision, bool(plus), int(chunks) if chunks else None
+    backend, _, precision = rest.partition("-")
+    return device or "cpu", backend, precision, bool(plus), int(chunks) if chunks else None
 
 
 def load_method(model_dir: str, method: str, early_exit: float):
     """The classifier a method names."""
     from model.runtime.classifier import load_classifier
 
-    device, engine, precision, exit_, max_chunks = split_method(method)
-    if engine == "default":
+    device, backend, precision, exit_, max_chunks = split_method(method)
+    if backend == "default":
         return load_classifier(model_dir, quiet=True, max_chunks=max_chunks)
     dynamic = precision == "int8-dynamic"
-    base = "torch" if engine == "ctranslate2" else engine
+    base = "torch" if backend == "ctranslate2" else backend
     clf = load_classifier(model_dir, backend=base, quiet=True, device=device, max_chunks=max_chunks,
-                          precision="fp32" if base != engine or dynamic else precision or "auto",
+                          precision="fp32" if base != backend or dynamic else precision or "auto",
                           early_exit="config" if exit_ else None)
     if exit_ and clf.early_exit is None:  # the artifact sets none: the benchmark's own
         clf = clf.with_settings(early_exit=early_exit)
-    if engine == "ctranslate2":
+    if backend == "ctranslate2":
         clf.backend, clf.precision = CTranslate2Encoder(clf), "int8"
     if dynamic:
         import torch

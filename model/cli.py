@@ -23,11 +23,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from model.core.tasks import check_threshold, check_top_k
+from model.inputs.crawl import describe_skipped
 from model.inputs.records import count_records, iter_articles
-from model.inputs.web import describe_skipped
+from model.runtime.backends import BACKENDS
 from model.runtime.classifier import load_classifier
 from model.runtime.evidence import in_fields
-from model.runtime.openvino import BACKENDS
 from model.serving.profiles import framing_profile, read_predictions, write_profile
 
 MAX_CHUNKS_HELP = ("read at most N token windows of each article, spread over it (default: "
@@ -326,7 +326,7 @@ def run_serve(args) -> int:
 def run_calibrate(args) -> int:
     """Write `calibration.safetensors` into an artifact from the user's own articles."""
     from model.core.artifact import CALIBRATION_NAME, save_calibration
-    from model.runtime.openvino import calibration_windows
+    from model.runtime.backends import calibration_windows
 
     texts = [r.text for r in islice(iter_articles(Path(args.input), args.text_column,
                                                   title_column=args.title_column), 5000)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from model import load_classifier
 from model.core.artifact import load_artifact, load_calibration
-from model.runtime.openvino import BackendError, build_openvino, load_openvino_encoder
+from model.runtime.backends import BackendError, build_openvino, load_openvino_encoder
 from tests import test_backends
 from tests.conftest import run_cli
 from tests.test_backends import probabilities

@@ -1,5 +1,5 @@
 """The int8 OpenVINO backend and adaptive reading on real (tiny) trained models: agreement
-with fp32, the engine cache and its rebuild, falling back with a reason, calibration, and
+with fp32, the graph cache and its rebuild, falling back with a reason, calibration, and
 early exit giving whole-article results wherever it does not stop."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from model import load_classifier
 from model.core.artifact import CALIBRATION_NAME
 from model.core.config import ModelConfig
 from model.core.tasks import confident
-from model.runtime.openvino import BackendError
+from model.runtime.backends import BackendError
 from tests.conftest import bbc_texts, run_cli
 from tests.test_precision import batch_texts
 
 
 @pytest.fixture()
 def graph_cache(tmp_path, monkeypatch):
-    """A cache of its own, so a test sees what it builds; and the engine line printed
+    """A cache of its own, so a test sees what it builds; and the backend line printed
     anew (it is printed once per process)."""
     import model.runtime.classifier
 
@@ -43,7 +43,7 @@ def probabilities(outputs, task="topic"):
                      for o in outputs])
 
 
-def test_auto_runs_the_int8_engine_close_to_fp32(trained_run, graph_cache, capsys):
+def test_auto_runs_the_int8_backend_close_to_fp32(trained_run, graph_cache, capsys):
     texts = bbc_texts(40)
     exact = load_classifier(trained_run / "model", precision="fp32", device="cpu")
     fast = load_classifier(trained_run / "model", device="cpu")
@@ -76,12 +76,12 @@ def test_the_cache_is_rebuilt_when_the_artifact_changes(model_copy, graph_cache,
     assert len(list(graph_cache.iterdir())) == 2
     after = changed.predict(texts)
     fp32 = load_classifier(model_copy, precision="fp32", device="cpu").predict(texts)
-    # The new engine follows the new weights, not the old graph.
+    # The new graph follows the new weights, not the old graph.
     assert np.abs(probabilities(after) - probabilities(fp32)).max() <= 0.05
     assert np.abs(probabilities(after) - probabilities(before)).max() > 1e-4
 
 
-def test_an_engine_that_cannot_load_falls_back_saying_why(model_copy, graph_cache, capsys):
+def test_a_graph_that_cannot_load_falls_back_saying_why(model_copy, graph_cache, capsys):
     (model_copy / CALIBRATION_NAME).unlink()
     clf = load_classifier(model_copy, device="cpu")
     assert clf.backend_name == "torch-" + clf.precision and clf.precision in ("fp32", "bf16")
@@ -98,7 +98,7 @@ def test_an_engine_that_cannot_load_falls_back_saying_why(model_copy, graph_cach
     assert "Traceback" not in proc.stderr
 
 
-def test_a_broken_cached_engine_is_built_again(model_copy, graph_cache, capsys):
+def test_a_broken_cached_graph_is_built_again(model_copy, graph_cache, capsys):
     texts = batch_texts()
     good = load_classifier(model_copy, backend="openvino").predict(texts)
     (xml,) = graph_cache.glob("*/encoder.xml")
@@ -110,7 +110,7 @@ def test_a_broken_cached_engine_is_built_again(model_copy, graph_cache, capsys):
     assert probabilities(clf.predict(texts)) == pytest.approx(probabilities(good), abs=1e-6)
 
 
-def test_an_engine_that_fails_to_build_falls_back_saying_why(model_copy, graph_cache,
+def test_a_graph_that_fails_to_build_falls_back_saying_why(model_copy, graph_cache,
                                                               capsys):
     graph_cache.parent.mkdir(parents=True)
     graph_cache.write_text("a file where the cache folder should be")
@@ -136,7 +136,7 @@ def test_sequence_buckets_give_the_same_states(trained_run, graph_cache):
     assert long[:, :40].numpy() == pytest.approx(short.numpy(), abs=1e-4)
 
 
-def test_calibrate_gives_an_old_model_the_engine(model_copy, graph_cache, tmp_path):
+def test_calibrate_gives_an_old_model_the_int8_backend(model_copy, graph_cache, tmp_path):
     (model_copy / CALIBRATION_NAME).unlink()
     src = tmp_path / "articles.txt"
     src.mkdir()
@@ -152,7 +152,7 @@ def test_calibrate_gives_an_old_model_the_engine(model_copy, graph_cache, tmp_pa
     assert proc.returncode == 2 and "at least 16" in proc.stderr
 
 
-def test_engine_choices_are_checked(trained_run):
+def test_backend_choices_are_checked(trained_run):
     with pytest.raises(ValueError, match="backend must be one of"):
         load_classifier(trained_run / "model", backend="onnx")
     with pytest.raises(BackendError, match="int8 runs on the openvino backend"):

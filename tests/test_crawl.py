@@ -14,9 +14,9 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from model.inputs import web as crawl
+from model.inputs import crawl
+from model.inputs.crawl import NO_ARTICLE, _mostly_lists, extract_page, iter_warc, site_of
 from model.inputs.records import count_records, iter_articles
-from model.inputs.web import NO_ARTICLE, _mostly_lists, extract_page, iter_warc, site_of
 from tests.conftest import request, run_cli
 from tests.test_predict_cli import predict_cli, read_jsonl
 
@@ -296,7 +296,7 @@ def test_jsonl_records_may_give_html(trained_run, tmp_path):
     assert "source" not in t1 and "topic" in t1
 
 
-def test_the_ray_engine_refuses_pages(trained_run, tmp_path):
+def test_the_ray_runner_refuses_pages(trained_run, tmp_path):
     write_crawl(tmp_path / "crawl.warc.gz")
     proc = predict_cli(str(trained_run / "model"), str(tmp_path / "crawl.warc.gz"), "-o",
                        str(tmp_path / "out"), "--runner", "ray", check=False)

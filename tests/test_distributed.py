@@ -1,4 +1,4 @@
-"""The same jobs on existing distributed engines: torchrun (gloo, 2 CPU processes) for
+"""The same jobs on existing distributed runners: torchrun (gloo, 2 CPU processes) for
 training, Ray Data for batch prediction."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_torchrun_two_processes_matches_one(tiny_encoder, keyword_data, keyword_
 
 
 @pytest.mark.parametrize("output", ["ray_out", "ray_out.parquet"])
-def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
+def test_ray_runner_matches_the_local_runner(keyword_run, tmp_path, output):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install .[ray]")
     from model.batch.ray_runner import read_ray_output
     from tests.conftest import iter_ray_rows
@@ -98,7 +98,7 @@ def test_ray_engine_matches_the_local_engine(keyword_run, tmp_path, output):
         "empty text", "no 'text' or 'title' field"]
 
 
-def test_ray_engine_refuses_what_it_cannot_do(keyword_run, tmp_path):
+def test_ray_runner_refuses_what_it_cannot_do(keyword_run, tmp_path):
     src = tmp_path / "a.jsonl"
     src.write_text('{"id": "a", "text": "goal"}\n')
     proc = run_cli("-m", "model.cli", "predict", str(keyword_run / "model"), str(src), "-o",

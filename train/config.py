@@ -169,8 +169,8 @@ class TrainingConfig:
         embedding_cache: where frozen mode keeps window embeddings (default: the user
             cache, $ARTICLE_CLASSIFIER_CACHE/embeddings).
         check_served: after saving, load the model as `auto` serves it here and, when
-            that is a compiled engine (int8 on a CPU), score the test split with it too
-            (`test_by_precision`); this also builds the engine once (about 15 s).
+            that is a compiled backend (int8 on a CPU), score the test split with it too
+            (`test_by_precision`); this also builds the int8 graph once (about 15 s).
         cv_folds: folds of the cross-validation that frozen mode and lexical components
             choose their settings by.
         frozen_c_grid: inverse regularisation strengths tried for frozen heads (features

@@ -33,9 +33,9 @@ from transformers import set_seed
 from model.core.artifact import build_network, record_metrics, save_artifact
 from model.core.tasks import MULTI_LABEL, TaskSpec
 from model.encoders.registry import EncoderError
+from model.runtime.backends import calibration_windows
 from model.runtime.classifier import ArticleClassifier, load_classifier
 from model.runtime.devices import auto_precision, resolve_device
-from model.runtime.openvino import calibration_windows
 from train.config import RunConfig, load_run_config
 from train.data import DataError, load_task, split_examples
 from train.finetune import finetune, lexical_for_finetuned
@@ -203,9 +203,9 @@ def run_split(run: Path, task: str, split: str = "test") -> list:
 
 def score_as_served(model_dir: Path, network, device, metrics: dict, splits: dict,
                     batch_size: int) -> None:
-    """Load the saved model as `auto` serves it here and, when that is a compiled engine
+    """Load the saved model as `auto` serves it here and, when that is a compiled backend
     (int8 on a CPU), add its test scores (multi-label thresholds included) to `metrics`
-    and the saved artifact; its engine is built now rather than on the first prediction."""
+    and the saved artifact; its int8 graph is built now rather than on the first prediction."""
     served = load_classifier(model_dir, device=device, quiet=True)
     if served.backend is not None:
         metrics["test_by_precision"][served.backend_name] = headline_scores(

@@ -7,7 +7,7 @@
 The input is JSONL (a file, or a folder of shards) or Parquet, local or any URI that
 pyarrow's filesystems read (s3://, gs://, ...); every record needs an id column, since
 line numbers mean nothing once a corpus is sharded. Web pages and WARC crawls are read
-by the local runner only (`model/inputs/web.py`); records must give `text`. `map_batches`
+by the local runner only (`model/inputs/crawl.py`); records must give `text`. `map_batches`
 runs an actor pool: each actor loads the model once and predicts batch after batch. The
 output is a folder of JSONL shards, or of Parquet files when --output ends in `.parquet`,
 one row per input record: its `id` and `prediction`, the JSON text of the very object the

@@ -6,7 +6,7 @@ Layout:
     model.safetensors  all weights, encoder and heads (never pickle)
     tokenizer files    as written by the tokenizer's `save_pretrained`
     calibration.safetensors  token windows of training articles that the int8 backend
-                       is calibrated on (model/runtime/openvino.py)
+                       is calibrated on (model/runtime/backends.py)
     README.md          the model card
 
 Folders are written under a temporary name beside their place and swapped in
@@ -78,7 +78,7 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
                   lexical: dict | None = None,
                   calibration: list[list[int]] | None = None) -> Path:
     """Write `network`, `tokenizer`, the tasks' `lexical` models (if any) and the int8
-    `calibration` windows (token ids, model/runtime/openvino.py) as an artifact folder at `path`
+    `calibration` windows (token ids, model/runtime/backends.py) as an artifact folder at `path`
     (atomically)."""
     path = Path(path)
     # Written beside `path` and swapped in: a failure, even of the final rename, leaves an

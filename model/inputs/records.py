@@ -2,7 +2,7 @@
 
 Used by batch prediction (`article-classifier predict`) and by the training loaders.
 Nothing is read whole into memory, so inputs of any size stream through. Web pages
-(`.html`, a JSONL `html` field) and WARC crawls are read through `model/inputs/web.py`.
+(`.html`, a JSONL `html` field) and WARC crawls are read through `model/inputs/crawl.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.core.text import join_title
-from model.inputs.web import MAX_PAGE_BYTES, extract_page, iter_warc, site_of
+from model.inputs.crawl import MAX_PAGE_BYTES, extract_page, iter_warc, site_of
 
 csv.field_size_limit(sys.maxsize)  # real articles exceed the csv module's 128 KB default
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -116,7 +116,7 @@ def iter_articles(path: str | Path, text_column: str = "text", id_column: str = 
     name for a page or a folder's file, the WARC-Record-ID for a WARC page). A title
     column, when present, is read before the text; a JSONL record may give `html` (and
     `url`) instead of text. WARC records that are not 2xx HTML responses are counted in
-    `skipped` by reason (`model.inputs.web.iter_warc`) and yield nothing.
+    `skipped` by reason (`model.inputs.crawl.iter_warc`) and yield nothing.
     """
     path = Path(path)
     if path.is_dir():

@@ -29,10 +29,10 @@ from model.core.tasks import (
     decide_labels,
 )
 from model.core.text import EncodedArticle, chunk_articles, clean_text, clean_text_mapped
+from model.runtime.backends import choose_backend
 from model.runtime.devices import resolve_device, resolve_precision
 from model.runtime.early_exit import read_adaptively
 from model.runtime.evidence import explain
-from model.runtime.openvino import choose_backend
 from model.runtime.settings import ServingSettings
 
 
@@ -64,7 +64,7 @@ class ArticleClassifier:
                              f"{settings.pooling!r} pooling")
         self.config: ModelConfig = replace(network.model_config, **overrides)
         self.precision = resolve_precision(settings.precision, self.device)
-        # What runs the encoder (model/runtime/openvino.py): the network itself, or a
+        # What runs the encoder (model/runtime/backends.py): the network itself, or a
         # compiled int8 graph of it; `backend_reason` says why that one.
         self.backend, self.backend_reason = choose_backend(
             settings.backend, settings.precision, self.precision, self.device, artifact,
@@ -319,7 +319,7 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
     `cuda:N`. `precision`: `fp32`; `bf16` or `fp16` (autocast; fp16 on GPUs only); `int8`
     (the OpenVINO backend, CPU only: static int8 calibrated on the training split); or
     `auto`. `backend`: `torch`, `openvino` or `auto`. With both `auto`, a CPU runs the
-    OpenVINO int8 backend (built on first load into a cache, model/runtime/openvino.py) and falls
+    OpenVINO int8 backend (built on first load into a cache, model/runtime/backends.py) and falls
     back to torch where it cannot, saying why; torch runs bf16 where the device has it
     natively, else fp16 on a GPU and fp32 on a CPU. Which backend runs, and why, is printed
     once on standard error unless `quiet`. `max_chunks`: read at most this many windows of

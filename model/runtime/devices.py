@@ -42,7 +42,7 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
 def auto_precision(device: str | torch.device) -> str:
     """What `auto` runs on `device` with the torch backend: bf16 where it is native; else
     fp16 on a GPU and fp32 on a CPU. (int8 runs on the OpenVINO backend, which
-    `load_classifier` prefers on CPUs: model/runtime/openvino.py.)"""
+    `load_classifier` prefers on CPUs: model/runtime/backends.py.)"""
     device = torch.device(device)
     if native_bf16(device):
         return "bf16"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model.core.config import check_early_exit
+from model.runtime.backends import BACKENDS
 from model.runtime.devices import PRECISIONS
-from model.runtime.openvino import BACKENDS
 
 SERVED_POOLINGS = ("mean", "max")
 
@@ -24,7 +24,7 @@ class ServingSettings:
         precision: `fp32`, `bf16`, `fp16`, `int8` (the OpenVINO backend) or `auto`
             (model/runtime/devices.py).
         backend: what runs the encoder: `torch`, `openvino` or `auto`
-            (model/runtime/openvino.py).
+            (model/runtime/backends.py).
         device: where the network runs (`cpu`, `cuda`, `cuda:N`, `auto`); None leaves it
             where it is.
         max_chunks: read at most this many windows of an article; None: the artifact's.

@@ -61,7 +61,7 @@ def calibration_windows(clf, texts: list[str], n: int = CALIBRATION_WINDOWS,
     return [list(a.windows[int(rng.integers(len(a.windows)))]) for a in encoded]
 
 
-# -- engines -----------------------------------------------------------------------------
+# -- the int8 OpenVINO backend ----------------------------------------------------------
 class OpenVinoEncoder:
     """An int8 OpenVINO encoder: token ids and mask in, last hidden states (fp32) out.
 
@@ -252,8 +252,8 @@ def load_openvino_encoder(artifact: str | os.PathLike, network, threads: int | N
 
 def build_into(folder: Path, artifact: Path, network, calibration: list[list[int]],
                quiet: bool) -> None:
-    """Build the engine beside `folder` and swap it in (model/storage/folders.py), so a reader
-    never sees half an engine and a failed build leaves nothing; where another process
+    """Build the int8 graph beside `folder` and swap it in (model/storage/folders.py), so a reader
+    never sees half a graph and a failed build leaves nothing; where another process
     finished the same build first, theirs stays (the key says they are the same)."""
     if not quiet:
         print(f"building the int8 OpenVINO backend of {artifact} (once; kept in {folder})",
@@ -261,7 +261,7 @@ def build_into(folder: Path, artifact: Path, network, calibration: list[list[int
     started = time.perf_counter()
     with replace_folder(folder, keep_existing=True) as tmp:
         build_openvino(network, calibration, tmp, quiet)
-        (tmp / "engine.json").write_text(json.dumps({"artifact": str(artifact.resolve()),
+        (tmp / "graph.json").write_text(json.dumps({"artifact": str(artifact.resolve()),
                                                      "windows": len(calibration)}))
     if not quiet:
         print(f"built in {time.perf_counter() - started:.0f} s", file=sys.stderr)
