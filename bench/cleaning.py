@@ -36,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import save_result
 from model.core.tasks import decide
 from model.inputs.records import read_record
-from model.runtime.classifier import load_classifier
-from train.metrics import environment, save_result, task_metrics
+from model.runtime.loading import load_classifier
+from train.metrics import environment, task_metrics
 from train.run import run_split
 
 SOURCES = ("clean", "furniture", "furniture, other headings", "html + trafilatura")

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.runtime.classifier import load_classifier
+from bench.report import save_result
 from model.runtime.evidence import METHODS, explain, given_labels, in_original
-from train.metrics import environment, save_result
+from model.runtime.loading import load_classifier
+from train.metrics import environment
 from train.run import run_split
 
 

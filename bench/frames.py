@@ -25,7 +25,7 @@ from copy import deepcopy
 from pathlib import Path
 
 from bench.baselines import BASELINES
-from model.runtime.classifier import load_classifier
+from model.runtime.loading import load_classifier
 from train.config import load_run_config
 from train.metrics import environment, task_metrics
 from train.run import prepare_data, train, tune_on_validation

@@ -43,7 +43,7 @@ def split_method(method: str) -> tuple[str, str, str, bool, int | None]:
 
 def load_method(model_dir: str, method: str, early_exit: float):
     """The classifier a method names."""
-    from model.runtime.classifier import load_classifier
+    from model.runtime.loading import load_classifier
 
     device, backend, precision, exit_, max_chunks = split_method(method)
     if backend == "default":
@@ -56,14 +56,35 @@ def load_method(model_dir: str, method: str, early_exit: float):
     if exit_ and clf.early_exit is None:  # the artifact sets none: the benchmark's own
         clf = clf.with_settings(early_exit=early_exit)
     if backend == "ctranslate2":
-        clf.backend, clf.precision = CTranslate2Encoder(clf), "int8"
-    if dynamic:
+        runtime = CTranslate2Encoder(clf)
+    elif dynamic:
+        runtime = DynamicInt8Encoder(clf.network)
+    else:
+        return clf
+    # The baselines run the encoder through the classifier's own hook for that.
+    from model.runtime.classifier import ArticleClassifier
+
+    return ArticleClassifier(clf.network, clf.tokenizer, clf.metadata, clf.lexical,
+                             clf.settings, clf.artifact, quiet=True, encoder_runtime=runtime)
+
+
+class DynamicInt8Encoder:
+    """PyTorch's dynamic int8 quantization of the encoder's Linear layers (one activation
+    scale per batch, so scores depend on the batch): what earlier versions served."""
+
+    name = "torch-int8-dynamic"
+
+    def __init__(self, network):
+        import copy
+
         import torch
 
-        clf.network.encoder = torch.ao.quantization.quantize_dynamic(
-            clf.network.encoder, {torch.nn.Linear}, dtype=torch.qint8)
-        clf.precision = "int8-dynamic"
-    return clf
+        # A quantized copy: the network (and its fp32 encoder) stays as it was.
+        self.encoder = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(network.encoder), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def token_states(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 class CTranslate2Encoder:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bench.infer import bench_articles
-from model.runtime.classifier import load_classifier
+from model.runtime.loading import load_classifier
 from train.metrics import environment
 
 

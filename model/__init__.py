@@ -12,7 +12,8 @@ from model.core.network import ArticleClassifierNetwork
 from model.core.tasks import MULTI_LABEL, SINGLE_LABEL, TaskSpec
 from model.core.text import EncodedArticle, chunk_articles, clean_text
 from model.inputs.records import InputRecord, iter_articles, record_text
-from model.runtime.classifier import ArticleClassifier, load_classifier, predict
+from model.runtime.classifier import ArticleClassifier
+from model.runtime.loading import load_classifier, predict
 
 __version__ = "0.1.0"
 

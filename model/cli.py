@@ -13,21 +13,15 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-from collections import Counter
 from itertools import islice
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from model.batch.local_runner import predict_file
 from model.core.tasks import check_threshold, check_top_k
-from model.inputs.crawl import describe_skipped
-from model.inputs.records import count_records, iter_articles
+from model.inputs.records import iter_articles
 from model.runtime.backends import BACKENDS
-from model.runtime.classifier import load_classifier
-from model.runtime.evidence import in_fields
+from model.runtime.loading import load_classifier
 from model.serving.profiles import framing_profile, read_predictions, write_profile
 
 MAX_CHUNKS_HELP = ("read at most N token windows of each article, spread over it (default: "
@@ -71,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runner", choices=("local", "ray"), default="local",
                    help="ray: Ray Data over a cluster (RAY_ADDRESS) or local cores; the "
                         "output is then a folder of JSONL shards (or Parquet for *.parquet)")
+    p.add_argument("--engine", dest="runner", choices=("local", "ray"), action=Renamed,
+                   help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=1, help="Ray actors (each loads the model)")
     p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
                    help="GPUs each Ray actor asks for (e.g. 1, or 0.5 to share one)")
@@ -135,6 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+class Renamed(argparse.Action):
+    """An option's old name, still taken (hidden from --help), with a note naming the new
+    one: `--encoder-engine` is `--backend` (what runs the encoder), `--engine` is
+    `--runner` (what runs a batch)."""
+
+    NEW = {"--encoder-engine": "--backend", "--engine": "--runner"}
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"article-classifier: note: {option_string} is now {self.NEW[option_string]}; "
+              f"{option_string} will be removed", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def passage_count(value: str) -> int:
     """--evidence K: checked before any output file is opened."""
     if not (value.isascii() and value.isdecimal()):
@@ -169,9 +178,11 @@ def add_device_options(parser) -> None:
                              "on a GPU (bf16 on Ampere or newer)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="what runs the encoder: openvino (static int8, CPU; built once "
-                             "per model into ~/.cache/article-classifier/openvino), torch, or "
+                             "per encoder into ~/.cache/article-classifier/openvino), torch, or "
                              "auto (openvino where it loads, else torch; the reason is "
                              "printed)")
+    parser.add_argument("--encoder-engine", dest="backend", choices=BACKENDS, action=Renamed,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--max-chunks", type=int, metavar="N", help=MAX_CHUNKS_HELP)
 
 
@@ -199,110 +210,15 @@ def run_predict(args) -> int:
         raise ValueError("--gpus-per-worker is for --runner ray; use --device here")
     if args.evidence_method != "auto" and not args.evidence:
         raise ValueError("--evidence-method chooses how evidence is found: add --evidence [K]")
-    output, source = Path(args.output), Path(args.input)
-    if output.resolve() == source.resolve():
-        raise ValueError("--output must not be the input file")
-    total = count_records(source)
-    done = completed_lines(output) if args.resume else 0
-    check_writable(output, (total or 0) - done)
-    clf = load_classifier(args.model, precision=args.precision, device=args.device,
-                          allow_pickle=args.allow_pickle, max_chunks=args.max_chunks,
-                          backend=args.backend)
-    skipped: Counter = Counter()  # WARC records that are not pages, by reason
-    records = islice(iter_articles(source, args.text_column, args.id_column,
-                                   args.title_column, skipped), done, None)
-    n_errors = n_written = 0
-    try:
-        with open(output, "a" if done else "w", encoding="utf-8") as out, \
-                tqdm(total=total, initial=done, unit="article", file=sys.stderr) as bar:
-            # Slices keep memory flat: only one slice of articles is held at a time, and
-            # each slice is flushed whole, so a rerun with --resume loses nothing.
-            while batch := list(islice(records, 256)):
-                lines, errors = predict_slice(clf, batch, args)
-                out.write("".join(lines))
-                out.flush()
-                n_errors += errors
-                n_written += len(batch)
-                bar.update(len(batch))
-    except OSError as err:
-        raise RuntimeError(f"writing {output} failed after {done + n_written} records "
-                           f"({err.strerror}); free space and rerun with --resume") from err
-    print(f"wrote {n_written} predictions to {output}"
-          + (f" after the {done} already there" if done else "")
-          + f" ({n_errors} record{'' if n_errors == 1 else 's'} with errors)", file=sys.stderr)
-    if skipped:
-        print(describe_skipped(skipped), file=sys.stderr)
+    predict_file(args.model, Path(args.input), Path(args.output), resume=args.resume,
+                 batch_size=args.batch_size, threshold=args.threshold, top_k=args.top_k,
+                 evidence=args.evidence, evidence_method=args.evidence_method,
+                 text_column=args.text_column, id_column=args.id_column,
+                 title_column=args.title_column, keep=args.keep,
+                 load={"precision": args.precision, "device": args.device,
+                       "allow_pickle": args.allow_pickle, "max_chunks": args.max_chunks,
+                       "backend": args.backend})
     return 0
-
-
-def predict_slice(clf, batch, args) -> tuple[list[str], int]:
-    """One output line per input record, in order; unreadable records get an error line."""
-    good = [r for r in batch if r.error is None]
-    predictions = iter(clf.predict([r.text for r in good], batch_size=args.batch_size,
-                                   threshold=args.threshold, top_k=args.top_k,
-                                   evidence=args.evidence,
-                                   evidence_method=args.evidence_method))
-    lines, errors = [], 0
-    for record in batch:
-        kept = {name: record.fields.get(name) for name in args.keep}
-        if record.error is None:
-            line = {"id": record.id, **record.origin, **kept, **next(predictions)}
-            if "evidence" in line:
-                in_fields(line["evidence"], *record_fields(record, args))
-                if record.origin:  # a web page: offsets count in the text read, given here
-                    line["text"] = record.text
-        else:
-            errors += 1
-            line = {"id": record.id, **record.origin, **kept, "error": record.error,
-                    "where": record.where}
-        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
-    return lines, errors
-
-
-def record_fields(record, args) -> tuple[str | None, str | None]:
-    """The title and text a record's evidence offsets count in (a .txt file or a web page:
-    the text as read, title first)."""
-    if not record.fields or record.origin:
-        return None, record.text
-    title = record.fields.get(args.title_column)
-    text = record.fields.get(args.text_column)
-    return (title if isinstance(title, str) else None), (text if isinstance(text, str)
-                                                         else None)
-
-
-def completed_lines(output: Path) -> int:
-    """How many whole, valid lines `output` holds; a torn last line is cut off."""
-    if not output.is_file():
-        return 0
-    good_bytes = count = 0
-    with open(output, "rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                json.loads(line)
-            except ValueError:
-                break
-            good_bytes += len(line)
-            count += 1
-    with open(output, "r+b") as handle:
-        handle.truncate(good_bytes)
-    return count
-
-
-def check_writable(output: Path, records_left: int) -> None:
-    """Fail before any work when the output cannot be written or clearly will not fit."""
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "a", encoding="utf-8"):
-            pass
-    except OSError as err:
-        raise RuntimeError(f"cannot write {output}: {err.strerror}") from err
-    needed = records_left * 600  # a prediction line is a few hundred bytes
-    free = shutil.disk_usage(output.parent).free
-    if needed > free:
-        raise RuntimeError(f"{output.parent} has {free // 2**20} MiB free; about "
-                           f"{needed // 2**20} MiB are needed for {records_left} predictions")
 
 
 def run_serve(args) -> int:

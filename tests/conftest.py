@@ -193,3 +193,22 @@ def iter_ray_rows(folder: Path):
             yield from pq.read_table(path).to_pylist()
         elif path.suffix in (".json", ".jsonl"):
             yield from (json.loads(line) for line in path.read_text().splitlines() if line)
+
+
+@pytest.fixture
+def fail_rename_into(monkeypatch):
+    """`fail_rename_into(target)` makes the first os.rename onto `target` fail (the final
+    swap of a folder written beside it), letting every other rename through (moving the
+    old folder aside, putting it back). Returns the list the failed rename is added to."""
+    def arm(target: Path) -> list:
+        real, failed = os.rename, []
+
+        def rename(src, dst, *args, **kwargs):
+            if Path(dst) == Path(target) and not failed:
+                failed.append((src, dst))
+                raise OSError(28, "No space left on device (injected)")
+            return real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "rename", rename)
+        return failed
+    return arm

@@ -109,12 +109,9 @@ def test_a_format_1_artifact_still_loads_without_a_prefix(artifact_copy):
 
 
 def test_a_failed_final_rename_keeps_the_previous_artifact(tiny_encoder, tmp_path,
-                                                           monkeypatch):
+                                                           fail_rename_into):
     """Defect 10: saving over an artifact whose final rename fails must leave the old
     artifact in place and loadable, with no temporary folder beside it."""
-    import os
-    from pathlib import Path
-
     from model.core.artifact import build_network, load_artifact, save_artifact
     from model.core.config import ModelConfig
     from model.core.tasks import TaskSpec
@@ -124,15 +121,7 @@ def test_a_failed_final_rename_keeps_the_previous_artifact(tiny_encoder, tmp_pat
                                                          ["a", "b"])])
     path = save_artifact(tmp_path / "model", network, tokenizer, metrics={"run": 1})
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    real, failed = os.rename, []
-
-    def rename(src, dst, *args, **kwargs):  # the swap onto the artifact's name fails once
-        if Path(dst) == path and not failed:
-            failed.append(src)
-            raise OSError(28, "No space left on device (injected)")
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
+    failed = fail_rename_into(path)  # the swap onto the artifact's name fails once
     with torch.no_grad():
         next(network.parameters()).add_(1.0)
     with pytest.raises(OSError, match="injected"):

@@ -29,7 +29,7 @@ def graph_cache(tmp_path, monkeypatch):
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("ARTICLE_CLASSIFIER_CACHE", str(cache))
-    monkeypatch.setattr(model.runtime.classifier, "_SAID", set())
+    monkeypatch.setattr(model.runtime.loading, "_SAID", set())
     return cache / "openvino"
 
 

@@ -104,21 +104,14 @@ def test_zip_parts_install_verify_and_idempotence(split_encoder, cache, tiny_enc
     installer.verify(entry.name)
 
 
-def test_a_failed_final_rename_keeps_the_previous_install(split_encoder, cache, monkeypatch):
+def test_a_failed_final_rename_keeps_the_previous_install(split_encoder, cache,
+                                                          fail_rename_into):
     """Defect 10: a forced reinstall whose final rename fails must leave the previous
     install in place and verified, with no temporary folder beside it."""
     entry, wheels = split_encoder
     folder = installer.install(entry.name, find_links=str(wheels), log=lambda m: None)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    real, failed = os.rename, []
-
-    def rename(src, dst, *args, **kwargs):  # the swap onto the install's name fails once
-        if Path(dst) == folder and not failed:
-            failed.append(src)
-            raise OSError(28, "No space left on device (injected)")
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
+    failed = fail_rename_into(folder)  # the swap onto the install's name fails once
     with pytest.raises(OSError, match="injected"):
         installer.install(entry.name, force=True, find_links=str(wheels), log=lambda m: None)
     assert failed

@@ -18,7 +18,7 @@ from model.core.config import ModelConfig
 from model.core.network import ArticleClassifierNetwork
 from model.core.tasks import TaskSpec
 from model.core.text import clean_text, clean_text_mapped, join_title
-from model.runtime.classifier import ArticleClassifier, load_classifier
+from model.runtime.classifier import ArticleClassifier
 from model.runtime.devices import native_bf16
 from model.runtime.evidence import (
     explain,
@@ -29,6 +29,7 @@ from model.runtime.evidence import (
     top_passages,
     window_weights,
 )
+from model.runtime.loading import load_classifier
 from model.runtime.settings import ServingSettings
 from tests.conftest import request, run_cli
 from tests.servers import free_port, start_service, stop_service
@@ -309,7 +310,7 @@ def test_token_terms_weighted_as_windows_are_pooled_add_up_to_the_logit(tiny_enc
     logits = clf.score(embeddings, encoded)
     columns = {"topic": slice(0, 3), "frames": slice(3, 5)}
     for task in tasks:
-        weights = window_weights(network, task, embeddings)
+        weights = window_weights(network, task, embeddings, clf.config.pooling)
         total = sum(w * t[:, columns[task.name]].sum(0) for w, t in zip(weights, per_token))
         np.testing.assert_allclose(total + network.heads[task.name].bias.detach().numpy(),
                                    logits[task.name][0], rtol=1e-4, atol=1e-5)

@@ -19,21 +19,6 @@ def siblings(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir())
 
 
-def fail_rename_into(target: Path, monkeypatch) -> list:
-    """Make the first os.rename onto `target` fail (the swap), letting every other
-    rename (moving the old folder aside, putting it back) through."""
-    real, failed = os.rename, []
-
-    def rename(src, dst, *args, **kwargs):
-        if Path(dst) == target and not failed:
-            failed.append((src, dst))
-            raise OSError(28, "No space left on device (injected)")
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
-    return failed
-
-
 def test_a_new_folder_appears_whole_and_replaces_an_old_one(tmp_path):
     target = tmp_path / "deep" / "model"
     with replace_folder(target) as new:
@@ -74,11 +59,11 @@ def test_an_error_inside_the_block_leaves_the_target_untouched(tmp_path, existin
         assert contents(target) == {"a.txt": "old"}
 
 
-def test_a_failed_final_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
+def test_a_failed_final_rename_puts_the_old_folder_back(tmp_path, fail_rename_into):
     target = tmp_path / "model"
     target.mkdir()
     (target / "a.txt").write_text("old")
-    failed = fail_rename_into(target, monkeypatch)
+    failed = fail_rename_into(target)
     with pytest.raises(OSError, match="injected"):
         with replace_folder(target) as new:
             (new / "a.txt").write_text("new")
@@ -88,9 +73,9 @@ def test_a_failed_final_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
 
 
 def test_a_failed_first_rename_leaves_no_target_and_no_temporary_folder(tmp_path,
-                                                                      monkeypatch):
+                                                                      fail_rename_into):
     target = tmp_path / "model"
-    fail_rename_into(target, monkeypatch)
+    fail_rename_into(target)
     with pytest.raises(OSError, match="injected"):
         with replace_folder(target) as new:
             (new / "a.txt").write_text("new")

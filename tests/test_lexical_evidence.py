@@ -6,6 +6,7 @@ tests/test_evidence.py); no training run needed."""
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import pytest
@@ -14,19 +15,24 @@ from sklearn.linear_model import LogisticRegression
 
 from model.core.lexical import LexicalModel
 from model.core.tasks import SINGLE_LABEL
-from model.runtime.evidence import lexical_contributions, split_passages
+from model.runtime.evidence import (
+    lexical_contributions,
+    prefix_contributions,
+    split_passages,
+    word_ngram_ends,
+)
+from tests.conftest import bbc_texts
 
 WORDS = {"economy": "tax budget jobs market prices wages", "law": "court judge ruling appeal"}
 
 
-def fitted(**settings) -> LexicalModel:
+def fitted(texts: list[str] | None = None, **settings) -> LexicalModel:
+    """Fitted on two labels told apart by `WORDS`, or on `texts` with made-up labels."""
     rng = random.Random(0)
-    texts, labels = [], []
-    for i in range(80):
-        label = sorted(WORDS)[i % 2]
-        words = WORDS[label].split() + "the a of and said".split()
-        texts.append(" ".join(rng.choice(words) for _ in range(30)))
-        labels.append(label)
+    labels = [sorted(WORDS)[i % 2] for i in range(len(texts or range(80)))]
+    if texts is None:
+        texts = [" ".join(rng.choice(WORDS[label].split() + "the a of and said".split())
+                          for _ in range(30)) for label in labels]
     vectorizer = TfidfVectorizer(**settings)
     model = LogisticRegression(max_iter=500).fit(vectorizer.fit_transform(texts), labels)
     # Two labels: scikit-learn keeps one row; the softmax form needs both logits.
@@ -81,5 +87,62 @@ def test_gaps_and_cuts_inside_words_still_add_up():
     units = [(6, 20), (25, 40), (44, 47), (60, 75)]  # gaps between, 44:47 cuts words
     shares = lexical_contributions(lexical, TEXT, units)
     features = lexical.vectorizer().transform([TEXT])
+    np.testing.assert_allclose(shares.sum(0), np.asarray(features @ lexical.coef.T)[0],
+                               rtol=1e-6, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def bbc() -> list[str]:
+    return bbc_texts(200)
+
+
+BBC_SETTINGS = [{"ngram_range": (1, 2), "sublinear_tf": True, "min_df": 2},
+                {"ngram_range": (1, 3), "stop_words": "english", "min_df": 2}]
+
+
+@pytest.mark.parametrize("settings", BBC_SETTINGS, ids=["word-bigrams", "trigrams-stop-words"])
+def test_word_ngrams_read_once_give_what_prefixes_give(bbc, settings):
+    """The linear path (each n-gram found once, with its offsets) gives the numbers of the
+    prefix method, which reads the analyzer's own output, on real articles."""
+    lexical = fitted(bbc[::2], **settings)
+    vectorizer = lexical.vectorizer()
+    for text in random.Random(1).sample(bbc[1::2], 6):
+        units = split_passages(text)
+        assert len(units) > 5 and word_ngram_ends(vectorizer, text) is not None
+        expected = prefix_contributions(vectorizer, lexical.coef, text, units)
+        np.testing.assert_allclose(lexical_contributions(lexical, text, units), expected,
+                                   rtol=1e-6, atol=1e-6)
+        assert np.abs(expected).max() > 1e-3  # the texts carry terms of the model
+
+
+@pytest.mark.parametrize("strip_accents", [None, "unicode", "ascii"])
+def test_offsets_are_the_callers_when_preprocessing_changes_the_length(strip_accents):
+    """Lower-casing İ gives two characters and stripping accents may drop or add some; an
+    n-gram still goes to the passage holding its last word in the caller's text."""
+    lexical = fitted(ngram_range=(1, 2), min_df=2, strip_accents=strip_accents)
+    text = "ﬁﬁﬁﬁﬁﬁ İİİİİİ Judgé said the court. Tax budget, Çourt judge\u0301 ruling."
+    units = split_passages(text)
+    assert len(units) == 2
+    expected = prefix_contributions(lexical.vectorizer(), lexical.coef, text, units)
+    np.testing.assert_allclose(lexical_contributions(lexical, text, units), expected,
+                               rtol=1e-6, atol=1e-9)
+    assert np.abs(expected[0]).max() > 1e-3 and np.abs(expected[1]).max() > 1e-3
+
+
+def test_character_ngrams_are_read_by_prefixes():
+    lexical = fitted(analyzer="char_wb", ngram_range=(2, 4))
+    assert word_ngram_ends(lexical.vectorizer(), TEXT) is None
+
+
+def test_a_long_article_is_explained_in_linear_time(bbc):
+    """200 kB in some 2,000 passages: reading prefixes took about 28 s; once, milliseconds."""
+    lexical = fitted(bbc[:100], ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    text = "\n".join(bbc)[:200_000]
+    units = split_passages(text)
+    assert len(units) > 1500
+    start = time.perf_counter()
+    shares = lexical_contributions(lexical, text, units)
+    assert time.perf_counter() - start < 2.0
+    features = lexical.vectorizer().transform([text])
     np.testing.assert_allclose(shares.sum(0), np.asarray(features @ lexical.coef.T)[0],
                                rtol=1e-6, atol=1e-9)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from model import load_classifier
-from model.cli import check_writable
+from model.batch.local_runner import check_writable
 from tests.conftest import ROOT, run_cli, tiny_overrides
 from train.trainer import last_complete_checkpoint
 

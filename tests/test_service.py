@@ -97,12 +97,12 @@ def test_records_are_read_as_batch_prediction_reads_them(server, keyword_run):
         "detail": "articles[0].text: no 'text' or 'title' field"})
 
 
-def chunked_post(port, body: bytes, pieces: int = 4):
+def chunked_post(port, body: bytes, pieces: int = 4, path: str = "/predict"):
     """POST `body` with Transfer-Encoding: chunked (no Content-Length), as streaming
     HTTP clients send it."""
     conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
     size = -(-len(body) // pieces)
-    conn.request("POST", "/predict", body=iter([body[i:i + size]
+    conn.request("POST", path, body=iter([body[i:i + size]
                                                 for i in range(0, len(body), size)]),
                  headers={"Content-Type": "application/json"}, encode_chunked=True)
     response = conn.getresponse()
@@ -121,3 +121,38 @@ def test_chunked_uploads_are_read_and_limited(server):
         "business", "sport"]
     status, out = chunked_post(server, json.dumps({"text": "word " * 5000}).encode())
     assert status == 413 and "20000 bytes" in out["detail"]
+
+
+def test_profile_uploads_are_limited_and_must_be_utf8(server):
+    # The service's body limit (20000 bytes here) holds for /profile as for /predict,
+    # whether the upload declares its length or is sent in chunks.
+    line = json.dumps({"source": "a", "topic": {"label": "sport", "score": 0.9}}) + "\n"
+    raw = (line * (30000 // len(line) + 1)).encode()
+    status, out = request(server, "POST", "/profile?task=topic", raw=raw)
+    assert status == 413 and "20000 bytes" in out["detail"]
+    status, out = chunked_post(server, raw, pieces=8, path="/profile?task=topic")
+    assert status == 413 and "20000 bytes" in out["detail"]
+    status, out = chunked_post(server, (line * 100).encode(), pieces=7,
+                               path="/profile?task=topic")
+    assert status == 200 and out["articles"] == 100
+    # Bytes that are not UTF-8 are a 422 naming the first bad one.
+    good, start = line.encode() * 3, b'{"source": "'
+    status, out = request(server, "POST", "/profile?task=topic",
+                          raw=good + start + b'\xff"}\n')
+    assert status == 422
+    assert out["detail"] == f"the upload is not UTF-8 text (byte {len(good) + len(start)})"
+
+
+def test_profile_lines_are_decoded_as_the_chunks_come():
+    from model.serving.profile_api import text_lines
+
+    body = 'a\nZürich ✓\n\nlast'.encode()
+    # Every way of cutting the body in two, through characters too, gives the same lines.
+    for cut in range(len(body) + 1):
+        assert list(text_lines(iter([body[:cut], body[cut:]]))) == [
+            "a", "Zürich ✓", "", "last"]
+    assert list(text_lines(iter(bytes([b]) for b in body))) == ["a", "Zürich ✓", "", "last"]
+    for chunks, byte in (([b"ok\n", b"\xff"], 3), ([b"ok\n\xc3", b"("], 3),
+                         ([b"ab", b"c\xe2\x9c"], 3)):  # the last: the body ends mid-character
+        with pytest.raises(ValueError, match=rf"not UTF-8 text \(byte {byte}\)"):
+            list(text_lines(iter(chunks)))

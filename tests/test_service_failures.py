@@ -20,7 +20,7 @@ def live_app(keyword_run):
     import uvicorn
 
     app = create_app(str(keyword_run / "model"), precision="fp32",
-                     limits=ServiceLimits(max_queue=4, max_articles=8, batch_wait_ms=5))
+                     limits=ServiceLimits(max_queue=8, max_articles=8, batch_wait_ms=5))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -37,9 +37,13 @@ def live_app(keyword_run):
 
 def test_more_than_max_queue_articles_is_503_with_retry_after(live_app):
     app, port, _ = live_app
+    # Other requests' 5 articles wait for a pass (the queue must take a whole request, so
+    # ServiceLimits refuses a max_queue under max_articles: only company fills it).
+    app.state.batcher.waiting = 5
     status, payload = request(port, "POST", "/predict",
-                              {"articles": [{"text": "goal team"}] * 5})
+                              {"articles": [{"text": "goal team"}] * 4})
     assert status == 503 and "capacity" in payload["detail"]
+    app.state.batcher.waiting = 0  # they were answered
     status, payload = request(port, "POST", "/predict",
                               {"articles": [{"text": "goal team"}] * 4})
     assert status == 200 and len(payload["predictions"]) == 4

@@ -1,8 +1,9 @@
 """The service's bounds and its access control, over a real socket to
 `article-classifier serve` in a child process: the API key (401 without it, /health and
-the page's files open), the warning for a public address without a key, forward passes
-no larger than --max-batch-articles, the served --max-chunks in /metadata, and /profile
-bounded to the model's labels and a number of groups."""
+the web UI's files open, its footer saying why it has no API links), the warning for a
+public address without a key, limits `serve` refuses, forward passes no larger than
+--max-batch-articles, the served --max-chunks in /metadata, and /profile bounded to the
+model's labels and a number of groups, counted as the upload arrives."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from model import load_classifier
-from tests.conftest import request, run_cli
+from tests.conftest import ServedPort, request, run_cli
 from tests.servers import free_port, start_service, stop_service
 
 KEY = "s3cret-key-for-tests"
@@ -43,10 +44,46 @@ def test_every_data_endpoint_needs_the_key(keyed):
         assert status == 200 and out["topic"]["label"] == "sport"
         assert request(keyed, "GET", "/metadata", headers=headers)[0] == 200
         assert request(keyed, "GET", "/openapi.json", headers=headers)[0] == 200
-    # Open: liveness for monitors, and the page's own files so a browser can ask for the key.
+    # Open: liveness for monitors, and the web UI's files so a browser can ask for the key.
     assert request(keyed, "GET", "/health")[0] == 200
     assert request(keyed, "GET", "/")[0] == 200
     assert request(keyed, "GET", "/web/api.js")[0] == 200
+
+
+def test_with_a_key_the_footer_says_the_api_links_need_it(keyed, bounded):
+    # A link cannot send the key, so /openapi.json and /docs would answer 401: the keyed
+    # footer is marked, and the style sheet shows a note in place of the links.
+    keyed_html, open_html = request(keyed, "GET", "/")[1], request(bounded, "GET", "/")[1]
+    assert '<footer class="muted keyed">' in keyed_html
+    assert '<footer class="muted">' in open_html and "keyed" not in open_html
+    assert "need this service's API key" in keyed_html
+    css = request(keyed, "GET", "/web/style.css")[1]
+    assert "footer.keyed .api-links" in css and "footer.keyed .key-note" in css
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--max-batch-articles", "0"], "--max-batch-articles must be at least 1, got 0"),
+    (["--max-queue", "100", "--max-articles", "200"],
+     "--max-queue (100) must be at least --max-articles (200)"),
+    (["--max-articles", "0"], "--max-articles must be at least 1, got 0"),
+    (["--batch-wait-ms", "-1"], "--batch-wait-ms must be 0 or more, got -1.0"),
+])
+def test_serve_refuses_limits_it_cannot_work_under(tmp_path, capsys, options, message):
+    from model.cli import main
+
+    # Checked before the model is loaded (there is none here): a pass of 0 articles would
+    # fail every /predict with a 500, a queue shorter than a request a permanent 503.
+    assert main(["serve", str(tmp_path / "no-model"), *options]) == 2
+    assert capsys.readouterr().err.startswith(f"article-classifier: error: {message}")
+
+
+def test_the_serve_command_says_which_limit_and_exits_2(tmp_path):
+    proc = run_cli("-m", "model.cli", "serve", str(tmp_path / "no-model"), "--max-queue",
+                   "8", check=False, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr == ("article-classifier: error: --max-queue (8) must be at least "
+                           "--max-articles (256): a request of that many articles could "
+                           "never be queued\n")
 
 
 def test_the_key_may_come_from_the_environment(keyword_run, tmp_path, monkeypatch):
@@ -85,7 +122,7 @@ def bounded(keyword_run, tmp_path_factory):
     proc = start_service(keyword_run / "model", port, tmp_path_factory.mktemp("bounded") / "log",
                          "--precision", "fp32", "--max-batch-articles", "4",
                          "--max-articles", "12", "--batch-wait-ms", "50", "--max-chunks", "3")
-    yield port
+    yield ServedPort(port, proc.pid)  # the pid, for the memory of an upload
     stop_service(proc)
 
 
@@ -147,6 +184,35 @@ def test_profile_refuses_more_groups_than_its_bound(bounded):
     assert status == 422 and "no task 'nope'" in out["detail"]
 
 
+def memory_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field))
+
+
+def test_a_large_profile_upload_is_counted_as_it_arrives(bounded):
+    rows = [(f"src{i % 50}", ("sport", "business", "sport")[i % 3]) for i in range(140_000)]
+    raw = prediction_lines(rows)
+    assert 8_500_000 < len(raw) < 10 * 2**20  # near the body limit, under it
+    assert request(bounded, "POST", "/profile?by=source&task=topic",
+                   raw=prediction_lines(rows[:1000]))[0] == 200  # warm the code paths
+    # Reset the service's peak memory (Linux: clear_refs 5), then upload.
+    with open(f"/proc/{bounded.pid}/clear_refs", "w") as handle:
+        handle.write("5")
+    before = memory_kib(bounded.pid, "VmRSS")
+    status, out = request(bounded, "POST", "/profile?by=source&task=topic", raw=raw)
+    grew = (memory_kib(bounded.pid, "VmHWM") - before) * 1024
+    assert status == 200, out
+    assert out["articles"] == 140_000 and out["groups"] == 50
+    counts = {(r["source"], r["label"]): r["count"] for r in out["rows"]}
+    for group in ("src0", "src49"):  # 2800 articles each, a third business
+        sport = sum(1 for s, label in rows if s == group and label == "sport")
+        assert counts[(group, "sport")] == sport and counts[(group, "business")] == 2800 - sport
+    # Read, decoded and counted chunk by chunk, the service never holds a copy of the body
+    # (it grew by about 3 MB here, whatever the body's size); reading it whole, then
+    # decoding it, held several (it grew by 6 times the body's size).
+    assert grew < len(raw), f"the service grew by {grew} bytes for {len(raw)}"
+
+
 def test_profile_command_streams_and_caps_groups(tmp_path):
     # Imported here, so the other tests of this file run against code without it.
     from model.serving.profiles import TooManyGroups, count_profile
@@ -154,8 +220,18 @@ def test_profile_command_streams_and_caps_groups(tmp_path):
     lines = [{"source": f"s{i}", "frames": {"labels": [f"f{i % 4}"]}} for i in range(40)]
     profile = count_profile(iter(lines), "source", max_groups=40)
     assert len(profile.rows) == 40 * 4  # labels seen, where the model's are unknown
+    read, many = [], [{"source": f"s{i}", "frames": {"labels": ["f"]}} for i in range(10**4)]
+
+    def lines_read():  # a stream that must not be read past the first line over the cap
+        for line in many:
+            read.append(line)
+            if len(read) > 40:
+                raise AssertionError("read on after the cap was passed")
+            yield line
+
     with pytest.raises(TooManyGroups, match="more than 39 distinct values"):
-        count_profile(iter(lines), "source", max_groups=39)
+        count_profile(lines_read(), "source", max_groups=39)
+    assert len(read) == 40  # stopped at the 40th source, the first over the cap
     path = tmp_path / "pred.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     proc = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--max-groups",

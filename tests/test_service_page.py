@@ -1,7 +1,7 @@
 """The web page in a real headless Chromium (see tests/test_web_page.py, whose fixtures
 these tests share): evidence passages marked in the field they lie in, the reading line
 of a long or early-exited article, and a service with an API key, which the page asks
-for once and sends on every call."""
+for once and sends on every call, and whose footer says its API links need the key."""
 
 from __future__ import annotations
 
@@ -113,6 +113,12 @@ def test_the_page_asks_for_the_key_once_and_classifies(browser, keyed_page):
     assert "needs an API key" in answer_prompt(driver, "wrong")
     assert "refused" in answer_prompt(driver, KEY)  # a wrong key is asked for again
     shots.wait_for(driver, "document.body.dataset.ready === 'true'")
+    # A link cannot send the key, so /openapi.json and /docs would be a 401: the footer
+    # says so in place of its links.
+    assert not any(a.is_displayed() for a in driver.find_elements(By.CSS_SELECTOR,
+                                                                  "footer a"))
+    note = driver.find_element(By.CSS_SELECTOR, "footer .key-note")
+    assert note.is_displayed() and "need this service's API key" in note.text
     # The card shows the served --max-chunks, and the artifact's own beside it.
     assert "at most 3 per article as served (the model's own setting: 8)" in text_of(
         driver, "card-body")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from model import load_classifier, predict
-from model.runtime.classifier import _LOADED
+from model.runtime.loading import _LOADED
 from tests.conftest import run_cli, tiny_overrides
 
 

@@ -319,6 +319,11 @@ def test_model_card_shows_tasks_labels_metrics_and_encoder(browser, page_server)
         assert f"on {test['n']} test articles" in section.text
     assert meta["model"]["encoder"] in text_of(driver, "card-body")
     assert "frames (4 labels)" in text_of(driver, "model-line")
+    # Without an API key the footer links to the API description (with one, a note:
+    # tests/test_service_page.py).
+    assert [a.text for a in driver.find_elements(By.CSS_SELECTOR, "footer a")
+            if a.is_displayed()] == ["/openapi.json", "/docs"]
+    assert not driver.find_element(By.CSS_SELECTOR, "footer .key-note").is_displayed()
 
 
 def test_profile_view_draws_a_sortable_heatmap(browser, page_server, predictions, tmp_path):

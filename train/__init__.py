@@ -1,4 +1,5 @@
-"""Training, evaluation and benchmark jobs. `python -m train --config configs/X.yaml`."""
+"""Training and evaluation: `python -m train --config configs/X.yaml` trains, saves and
+scores a model; `python -m train.evaluate` scores a saved one. Benchmarks are in bench/."""
 
 import train.framing_data as framing_data  # noqa: F401  (registers the framing loaders)
 from train.config import (

@@ -22,38 +22,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from safetensors.numpy import load_file, save_file
 
+from model.core.fingerprint import encoder_fingerprint
 from model.core.text import EncodedArticle
 from model.encoders.registry import cache_root
 from model.runtime.classifier import ArticleClassifier
 from model.storage.folders import replace_folder
-
-
-def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    """A hash of every weight of `encoder`: two folders holding the same encoder share
-    their cached embeddings; a changed weight never reuses stale ones."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        digest.update(name.encode())
-        # The dtype too: the bytes are hashed as fp32, and an encoder held in bf16
-        # computes other vectors than the same values held in fp32.
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-# Encoder config entries that say where the encoder came from or which kernel runs it,
-# not what it computes: two folders holding the same encoder share their embeddings.
-_NOT_COMPUTED = {"transformers_version", "architectures", "torch_dtype", "dtype"}
-
-
-def encoder_settings(encoder: torch.nn.Module) -> dict:
-    """The encoder's config.json entries that shape its output and are not weights."""
-    config = json.loads(encoder.config.to_json_string(use_diff=False))
-    return {k: v for k, v in sorted(config.items())
-            if not k.startswith("_") and k not in _NOT_COMPUTED}
 
 
 class EmbeddingCache:
@@ -62,7 +37,6 @@ class EmbeddingCache:
     def __init__(self, clf: ArticleClassifier, root: str | os.PathLike | None = None):
         self.clf = clf
         self.settings = {"encoder": encoder_fingerprint(clf.network.encoder),
-                         "encoder_config": encoder_settings(clf.network.encoder),
                          "token_pooling": clf.config.token_pooling,
                          "precision": clf.precision, "device": clf.device.type}
         key = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()

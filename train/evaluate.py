@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from model.core.artifact import ArtifactError
-from model.runtime.classifier import load_classifier
+from model.runtime.loading import load_classifier
 from train.config import load_run_config
 from train.data import DataError
 from train.metrics import environment, write_reports

@@ -78,16 +78,6 @@ def environment() -> dict:
             "platform": platform.platform()}
 
 
-def save_result(name: str, document: dict, table: str, out: Path = Path("bench/results")
-                ) -> None:
-    """A benchmark's numbers: `out/name.json` (everything) and `out/name.md` (its table),
-    and the table printed."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(document, indent=2))
-    (out / f"{name}.md").write_text(table)
-    print(table)
-
-
 def write_reports(out_dir: Path, results: dict[str, dict], tasks: list[TaskSpec],
                   extra: dict, split: str) -> dict:
     """Write metrics.json, report.md and one plot per task into `out_dir`."""

@@ -34,8 +34,9 @@ from model.core.artifact import build_network, record_metrics, save_artifact
 from model.core.tasks import MULTI_LABEL, TaskSpec
 from model.encoders.registry import EncoderError
 from model.runtime.backends import calibration_windows
-from model.runtime.classifier import ArticleClassifier, load_classifier
+from model.runtime.classifier import ArticleClassifier
 from model.runtime.devices import auto_precision, resolve_device
+from model.runtime.loading import load_classifier
 from train.config import RunConfig, load_run_config
 from train.data import DataError, load_task, split_examples
 from train.finetune import finetune, lexical_for_finetuned

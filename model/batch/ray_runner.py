@@ -31,7 +31,7 @@ class RayPredictor:
                  keep: list[str], threads: int):
         import torch
 
-        from model.runtime.classifier import load_classifier
+        from model.runtime.loading import load_classifier
 
         torch.set_num_threads(threads)
         self.clf = load_classifier(model_dir, **load)

@@ -12,7 +12,6 @@ tensor's own name and the bias Add a MatMul feeds as fallbacks. Anything short o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -26,6 +25,8 @@ import torch
 from onnx import helper, numpy_helper
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel
+
+from model.storage.hashing import file_sha256
 
 # The parameter names BertModel can have; anything else a graph mentions (attention mask
 # Adds, residual Adds, scale Muls) is not a weight and is ignored.
@@ -42,6 +43,7 @@ _REPORTED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_he
 # recoverable from the graph); the shape check afterwards rejects inconsistent ones.
 _SIDECAR_KEYS = ("num_attention_heads", "layer_norm_eps", "hidden_act", "pad_token_id",
                  "position_embedding_type", "max_position_embeddings", "type_vocab_size")
+
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | int) -> np.ndarray:
@@ -309,15 +311,6 @@ def convert_onnx_bert(onnx_path: Path, out_dir: Path, tokenizer_files: dict[str,
         "has_pooler": "pooler.dense.weight" in tensors,
         "config": {k: v for k, v in config.to_dict().items() if k in _REPORTED},
         "sources": dict(sorted(sources.items())),
-        "input_sha256": {str(p): _sha256(Path(p)) for p in inputs},
-        "output_sha256": {name: _sha256(out_dir / name) for name in sorted(set(written))},
+        "input_sha256": {str(p): file_sha256(Path(p)) for p in inputs},
+        "output_sha256": {name: file_sha256(out_dir / name) for name in sorted(set(written))},
     }
-
-
-def _sha256(path: Path) -> str:
-    """The file's sha256, read in blocks (the ONNX input can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

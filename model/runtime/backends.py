@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from model.core.artifact import CALIBRATION_NAME, load_calibration
+from model.core.fingerprint import encoder_fingerprint
 from model.encoders.registry import cache_root
 from model.storage.folders import replace_folder
 
@@ -126,9 +127,9 @@ class _LastHidden(torch.nn.Module):
 def graph_key(encoder: torch.nn.Module, calibration: list[list[int]]) -> str:
     """The cache key of an encoder's int8 graph: a hash of exactly what `build_openvino`
     builds it from, taken from the encoder in memory (not from files, which a caller may
-    have changed since, or may not have): every parameter and buffer (name, dtype, shape,
-    bytes, by name), the encoder's config, the calibration windows, the versions of the
-    libraries that trace, convert and quantize it, and GRAPH_FORMAT. The task heads are
+    have changed since, or may not have): the encoder's fingerprint (its config and every
+    parameter and buffer, model/core/fingerprint.py), the calibration windows, the versions
+    of the libraries that trace, convert and quantize it, and GRAPH_FORMAT. The task heads are
     not in the graph, so not in the key either."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -136,21 +137,9 @@ def graph_key(encoder: torch.nn.Module, calibration: list[list[int]]) -> str:
         versions = {name: version(name) for name in GRAPH_LIBRARIES}
     except PackageNotFoundError as err:
         raise BackendError(f"{err.name} is not installed: pip install openvino nncf") from err
-    config = encoder.config.to_dict()
-    # Where the config was first read from and which transformers wrote it change nothing
-    # in the graph (the transformers that traces it is in `versions`).
-    config.pop("_name_or_path", None)
-    config.pop("transformers_version", None)
-    digest = hashlib.sha256()
-    digest.update(json.dumps([GRAPH_FORMAT, versions, config, calibration], sort_keys=True,
-                             default=str).encode())
-    tensors = dict(encoder.named_parameters())
-    tensors.update(encoder.named_buffers())  # position ids and the like are traced too
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        # Raw bytes through a uint8 view: numpy has no bfloat16.
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest = hashlib.sha256(json.dumps([GRAPH_FORMAT, versions, calibration], sort_keys=True,
+                                       default=str).encode())
+    digest.update(encoder_fingerprint(encoder).encode())
     return digest.hexdigest()[:32]
 
 

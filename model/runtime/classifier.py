@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import numbers
 import os
-import sys
 from contextlib import nullcontext
 from dataclasses import replace
-from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.core.artifact import CONFIG_NAME, WEIGHTS_NAME, load_artifact, load_lexical_models
 from model.core.config import ModelConfig
-from model.core.lexical import LEXICAL_CONFIG, LEXICAL_WEIGHTS
 from model.core.tasks import (
     MULTI_LABEL,
     TaskSpec,
@@ -45,14 +42,15 @@ class ArticleClassifier:
 
     def __init__(self, network, tokenizer, metadata: dict | None = None,
                  lexical: dict | None = None, settings: ServingSettings | None = None,
-                 artifact: str | os.PathLike | None = None, quiet: bool = False):
+                 artifact: str | os.PathLike | None = None, quiet: bool = False,
+                 encoder_runtime=None):
         self.network = network
         self.tokenizer = tokenizer
         self.metadata = metadata or {}
-        # Lexical models by task, mixed in by the task's `lexical_weight` (model/core/lexical.py).
-        self.lexical = dict(lexical or {})
         self.artifact = artifact
         self.settings = settings = settings or ServingSettings()
+        # Lexical models by task, mixed in by the task's `lexical_weight` (model/core/lexical.py).
+        self._lexical = MappingProxyType(dict(lexical or {}))
         if settings.device is not None:
             self.network.to(resolve_device(settings.device))
         # How articles are read here: the trained config with the served overrides. The
@@ -62,30 +60,66 @@ class ArticleClassifier:
         if overrides.get("pooling") and network.model_config.pooling == "attention":
             raise ValueError("a learned attention pooling cannot be replaced by "
                              f"{settings.pooling!r} pooling")
-        self.config: ModelConfig = replace(network.model_config, **overrides)
-        self.precision = resolve_precision(settings.precision, self.device)
+        self._config = replace(network.model_config, **overrides)
+        self._precision = resolve_precision(settings.precision, self.device)
         # What runs the encoder (model/runtime/backends.py): the network itself, or a
-        # compiled int8 graph of it; `backend_reason` says why that one.
-        self.backend, self.backend_reason = choose_backend(
-            settings.backend, settings.precision, self.precision, self.device, artifact,
-            network, quiet=quiet)
-        if self.backend is not None:
-            self.precision = "int8"
-        # Stop after an article's first window where every task is already decided with
-        # this confidence (model/runtime/early_exit.py); None reads whole articles.
-        self.early_exit = settings.early_exit
+        # compiled int8 graph of it; `backend_reason` says why that one. `encoder_runtime`
+        # (anything with `name` and `token_states(input_ids, attention_mask)`) takes that
+        # place where a caller brings its own, as the benchmarks do for their baselines.
+        if encoder_runtime is not None:
+            self._backend, self._backend_reason = encoder_runtime, "given"
+        else:
+            self._backend, self._backend_reason = choose_backend(
+                settings.backend, settings.precision, self._precision, self.device, artifact,
+                network, quiet=quiet)
+        if self._backend is not None:
+            self._precision = "int8"
 
     def with_settings(self, **changes) -> ArticleClassifier:
         """A classifier of the same network and lexical models, served with `changes` to
-        this one's settings (`precision`, `backend`, `device`, `max_chunks`, `early_exit`,
-        `pooling`)."""
-        return ArticleClassifier(self.network, self.tokenizer, self.metadata, self.lexical,
+        this one's settings (`precision`, `backend`, `max_chunks`, `early_exit`, `pooling`).
+        Not `device`: the network is shared, and moving it would move it for both."""
+        if "device" in changes:
+            raise ValueError("with_settings cannot move the shared network: load the model "
+                             "again with load_classifier(path, device=...)")
+        return ArticleClassifier(self.network, self.tokenizer, self.metadata, self._lexical,
                                  replace(self.settings, **changes), self.artifact, quiet=True)
+
+    # What is served, read-only: a different way of serving is a new classifier.
+    @property
+    def config(self) -> ModelConfig:
+        """How articles are read: the artifact's config with the served overrides."""
+        return self._config
+
+    @property
+    def precision(self) -> str:
+        """What the encoder runs in: `fp32`, `bf16`, `fp16` or `int8`."""
+        return self._precision
+
+    @property
+    def backend(self):
+        """What runs the encoder in place of the network (the int8 graph), or None."""
+        return self._backend
+
+    @property
+    def backend_reason(self) -> str:
+        return self._backend_reason
+
+    @property
+    def early_exit(self) -> float | None:
+        """Stop after an article's first window where every task is decided with this
+        confidence (model/runtime/early_exit.py); None reads whole articles."""
+        return self.settings.early_exit
+
+    @property
+    def lexical(self):
+        """The lexical models by task (read-only)."""
+        return self._lexical
 
     @property
     def backend_name(self) -> str:
         """`torch-fp32`, `torch-bf16`, `torch-fp16` or `openvino-int8`."""
-        return self.backend.name if self.backend is not None else f"torch-{self.precision}"
+        return self._backend.name if self._backend is not None else f"torch-{self._precision}"
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -306,83 +340,3 @@ def check_text(text, index: int) -> None:
         raise TypeError(f"text {index}: expected a string, got {type(text).__name__}")
     if not text.strip():
         raise ValueError(f"text {index}: empty text")
-
-
-def load_classifier(path: str | os.PathLike, precision: str = "auto",
-                    device: str | None = "auto", allow_pickle: bool = False,
-                    max_chunks: int | None = None, backend: str = "auto",
-                    early_exit: float | str | None = "config",
-                    quiet: bool = False) -> ArticleClassifier:
-    """Load an artifact folder written by training (`runs/<job>/model`).
-
-    `device`: `auto` (a CUDA GPU where there is one, else the CPU), `cpu`, `cuda`,
-    `cuda:N`. `precision`: `fp32`; `bf16` or `fp16` (autocast; fp16 on GPUs only); `int8`
-    (the OpenVINO backend, CPU only: static int8 calibrated on the training split); or
-    `auto`. `backend`: `torch`, `openvino` or `auto`. With both `auto`, a CPU runs the
-    OpenVINO int8 backend (built on first load into a cache, model/runtime/backends.py) and falls
-    back to torch where it cannot, saying why; torch runs bf16 where the device has it
-    natively, else fp16 on a GPU and fp32 on a CPU. Which backend runs, and why, is printed
-    once on standard error unless `quiet`. `max_chunks`: read at most this many windows of
-    an article (spread over its length) instead of the artifact's own limit: less work on
-    long articles, at some accuracy (BENCHMARKS.md measures how much). `early_exit`: stop
-    reading an article after its first window where every task is decided with this
-    confidence (model/runtime/early_exit.py); `config` (the default) takes the artifact's
-    `model.early_exit`, None reads whole articles.
-    """
-    if device in (None, "auto") and (backend == "openvino" or precision == "int8"):
-        device = "cpu"  # the int8 backend is a CPU backend, on a GPU machine too
-    device = resolve_device(device)
-    resolve_precision(precision, device)  # a bad combination fails before loading
-    network, tokenizer, document = load_artifact(path, allow_pickle=allow_pickle)
-    settings = ServingSettings(
-        precision=precision, backend=backend, device=str(device), max_chunks=max_chunks,
-        early_exit=network.model_config.early_exit if early_exit == "config" else early_exit)
-    clf = ArticleClassifier(network, tokenizer, document, load_lexical_models(path, network.tasks),
-                            settings, artifact=path, quiet=quiet)
-    said = (str(Path(path).resolve()), clf.backend_name, clf.backend_reason)
-    if not quiet and said not in _SAID:
-        _SAID.add(said)
-        print(f"{path}: encoder runs {clf.backend_name} ({clf.backend_reason})", file=sys.stderr)
-    return clf
-
-
-_SAID: set[tuple] = set()
-_LOADED: dict[tuple, ArticleClassifier] = {}
-
-
-def predict(texts, model: str | os.PathLike, **kwargs):
-    """`load_classifier(model).predict(texts, **kwargs)`, keeping loaded models cached.
-
-    `precision`, `device`, `max_chunks`, `backend` and `early_exit` go to `load_classifier`;
-    the rest to
-    `ArticleClassifier.predict`.
-    """
-    options = {name: kwargs.pop(name)
-               for name in ("precision", "device", "max_chunks", "backend", "early_exit")
-               if name in kwargs}
-    folder = str(Path(model).resolve())
-    key = (folder, artifact_identity(folder), *sorted(options.items()))
-    if key not in _LOADED:
-        # A retrained or replaced artifact at the same path has a new identity: drop the
-        # stale model held for that folder so the cache does not grow with every retrain.
-        for stale in [k for k in _LOADED if k[0] == folder]:
-            del _LOADED[stale]
-        _LOADED[key] = load_classifier(model, **options)
-    return _LOADED[key].predict(texts, **kwargs)
-
-
-def artifact_identity(folder: str) -> tuple:
-    """What tells one artifact at `folder` from another written there later: the inode,
-    modification time (ns) and size of each file that decides its predictions. Training
-    writes beside the folder and swaps it in, so each file is a new inode after a retrain
-    (which also covers file systems with coarse times); a copy over the old files changes
-    their times."""
-    out = []
-    for name in (CONFIG_NAME, WEIGHTS_NAME, LEXICAL_CONFIG, LEXICAL_WEIGHTS):
-        try:
-            stat = os.stat(os.path.join(folder, name))
-        except OSError:
-            out.append(None)  # absent (no lexical model), or load_classifier says why
-        else:
-            out.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
-    return tuple(out)

@@ -57,8 +57,8 @@ class BodyLimit:
 class ApiKey:
     """ASGI middleware that lets through only requests carrying the service's key.
 
-    Open without it: /health (for load balancers and monitors) and the page's own files,
-    / and /web/* (so a browser can load the page, which then asks for the key). Anything
+    Open without it: /health (for load balancers and monitors) and the web UI's own files,
+    / and /web/* (so a browser can load the web UI, which then asks for the key). Anything
     else, the data endpoints, /openapi.json, /docs and unknown paths alike, is a 401: an
     endpoint added later is closed unless it is named here.
     """

@@ -10,7 +10,9 @@
                     `model.max_chunks` is the served value (`serve --max-chunks`), the
                     artifact's own is `model.artifact_max_chunks`
     GET  /docs      OpenAPI documentation
-    GET  /          a web page on the same endpoints (model/serving/ui.py), and POST/GET /profile
+    GET  /          the web UI, on the same endpoints (model/serving/ui.py)
+    POST /profile   per-source profile of uploaded predictions, GET /profile of
+                    `serve --profile FILE` (model/serving/profile_api.py)
 
 Concurrent requests are gathered into one forward pass: a request waits at most
 `batch_wait_ms` for others, a pass takes at most `max_batch_articles` (a larger request
@@ -18,7 +20,7 @@ is split over several passes), and at most `max_queue` articles may wait; past t
 service answers 503 rather than letting latency and memory grow without bound.
 
 With an API key (`serve --api-key KEY` or ARTICLE_CLASSIFIER_API_KEY), every endpoint but
-/health and the page's own files (/, /web/*) needs `Authorization: Bearer KEY` or
+/health and the web UI's own files (/, /web/*) needs `Authorization: Bearer KEY` or
 `X-API-Key: KEY`; anything else is a 401.
 """
 
@@ -29,7 +31,6 @@ import functools
 import sys
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import FastAPI, HTTPException
@@ -37,23 +38,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from model.inputs.records import read_record, uses_html
-from model.runtime.classifier import ArticleClassifier, load_classifier
+from model.runtime.classifier import ArticleClassifier
 from model.runtime.evidence import in_fields, resolve_method
+from model.runtime.loading import load_classifier
+from model.serving.limits import ServiceLimits
 from model.serving.middleware import ApiKey, BodyLimit
-from model.serving.ui import add_page
-
-
-@dataclass
-class ServiceLimits:
-    """Request limits of the service; each breach gets its own clear status code."""
-
-    max_body_bytes: int = 10 * 1024 * 1024   # 413 beyond
-    max_articles: int = 256                  # per request; 422 beyond
-    max_article_chars: int = 2_000_000       # per article; 422 beyond (longer ones are chunked)
-    max_batch_articles: int = 64             # per forward pass
-    batch_wait_ms: float = 5.0               # how long a request waits for company
-    max_queue: int = 2048                    # articles waiting; 503 beyond
-    max_profile_groups: int = 500            # distinct groups of a /profile; 422 beyond
+from model.serving.profile_api import add_profile_routes
+from model.serving.ui import add_ui
 
 
 class Article(BaseModel):
@@ -266,7 +257,7 @@ def create_app(model_dir: str, precision: str = "auto",
                device: str = "auto", profile: str | None = None,
                backend: str = "auto", api_key: str | None = None) -> FastAPI:
     """The service's application. `api_key`: when given, every endpoint but /health and
-    the page's files requires it (ApiKey)."""
+    the web UI's files requires it (ApiKey)."""
     limits = limits or ServiceLimits()
     clf = load_classifier(model_dir, precision=precision, max_chunks=max_chunks, device=device,
                           backend=backend)
@@ -351,8 +342,9 @@ def create_app(model_dir: str, precision: str = "auto",
         return {"predictions": [{"id": i, **page, **o} for (i, _, page), o in zip(items, outputs)],
                 "took_ms": took}
 
-    add_page(app, profile, {t.name: list(t.labels) for t in clf.tasks},
-             limits.max_profile_groups)
+    add_ui(app, keyed=bool(api_key))
+    add_profile_routes(app, profile, {t.name: list(t.labels) for t in clf.tasks},
+                       limits.max_profile_groups)
     return app
 
 
@@ -367,7 +359,7 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: 
 
     if host not in LOOPBACK and not api_key:
         print(f"WARNING: serving on {host}:{port} without an API key: anyone who can reach "
-              "this port can use /predict, /profile and the page. Set --api-key KEY or "
+              "this port can use /predict, /profile and the web UI. Set --api-key KEY or "
               "ARTICLE_CLASSIFIER_API_KEY, or bind to 127.0.0.1.", file=sys.stderr, flush=True)
     uvicorn.run(create_app(model_dir, precision, limits, max_chunks, device, profile, backend,
                            api_key),

@@ -12,7 +12,7 @@ export class ApiError extends Error {
 }
 
 // A service started with an API key answers 401 without it. The key is asked for once
-// and kept in sessionStorage: for this tab only, gone when it closes, never in the page.
+// and kept in sessionStorage: for this tab only, gone when it closes, never in the markup.
 const KEY_ITEM = "article-classifier-api-key";
 
 function storedKey() {

@@ -1,4 +1,4 @@
-// The page's entry point: the two views (#article, #profiles), the model card, and the
+// The web UI's entry point: the two views (#article, #profiles), the model card, and the
 // article form that posts to /predict exactly as an API user would.
 
 import { ApiError, callApi, limits, say } from "./api.js";
@@ -124,7 +124,7 @@ async function openFile(file) {
 }
 
 function wireDrop(form) {
-  // A file dropped anywhere else must not replace the page with itself.
+  // A file dropped anywhere else must not replace the web UI with itself.
   for (const type of ["dragover", "drop"]) {
     window.addEventListener(type, (e) => e.preventDefault());
   }

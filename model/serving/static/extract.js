@@ -1,6 +1,6 @@
 // The title and text of a saved web page, read in the browser.
 // The service reads plain text, so a dropped .html page is turned into a title and a
-// text here, and the page sends them as an ordinary /predict request. DOMParser builds an inert document: its
+// text here, and the web UI sends them as an ordinary /predict request. DOMParser builds an inert document: its
 // scripts never run and nothing it names is fetched.
 
 const DROP_ALWAYS = "script, style, noscript, template, iframe, object, embed, svg, canvas, " +

@@ -6,7 +6,7 @@
 import { callApi, limits, say } from "./api.js";
 import { el } from "./dom.js";
 
-// viridis, as profile.png draws it, so the page and the command's picture agree.
+// viridis, as profile.png draws it, so the web UI and the command's picture agree.
 const STOPS = [[0, [68, 1, 84]], [0.25, [59, 82, 139]], [0.5, [33, 145, 140]],
   [0.75, [94, 201, 98]], [1, [253, 231, 37]]];
 
