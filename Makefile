@@ -19,7 +19,7 @@ CONFIG ?= configs/bbc_topic.yaml
 
 MODEL ?= runs/bbc_topic/model
 
-.PHONY: install train test test-fast docs-check bench-topic bench-infer bench-frames lint clean
+.PHONY: install train test test-slow test-all docs-check bench-topic bench-infer bench-frames lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,18 +35,27 @@ train: $(STAMP)
 	$(PY) -m train --config $(CONFIG)
 
 # The import layers (pyproject.toml, [tool.importlinter]) first: a broken layer fails fast.
+# Then every test but those marked slow (minutes each: the real packaged encoder,
+# killed-and-resumed runs, torchrun and Ray, an encoder install): under 10 minutes on 2 cores.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pytest -m "not slow"
+
+# The slow tests; CI (.ci/run) runs them after `make test`.
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+test-all: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
-
-# The README's five-minute tour, run end to end in a temporary folder (bench/docs_tour.py):
-# trains the default config, predicts a page with evidence, serves and queries the model,
-# builds the demo crawl and profiles it. About 10 minutes on 2 cores.
+# Every command of README.md and docs/*.md, run in a temporary folder (bench/docs_commands.py):
+# the README's five-minute tour first (trains the default config, predicts a page with
+# evidence, serves and queries the model, builds the demo crawl and profiles it), then the
+# other trainings and every page's commands; those marked `not run: takes about N minutes`
+# only with DOCS_ARGS=--all.
 docs-check: $(STAMP)
-	$(PY) -m bench.docs_tour
+	$(PY) -m bench.docs_commands $(DOCS_ARGS)
 
 bench-topic: $(STAMP)
 	$(PY) -m bench.topic --config $(CONFIG)

@@ -296,6 +296,7 @@ def test_jsonl_records_may_give_html(trained_run, tmp_path):
     assert "source" not in t1 and "topic" in t1
 
 
+@pytest.mark.slow
 def test_the_ray_runner_refuses_pages(trained_run, tmp_path):
     write_crawl(tmp_path / "crawl.warc.gz")
     proc = predict_cli(str(trained_run / "model"), str(tmp_path / "crawl.warc.gz"), "-o",

@@ -13,6 +13,9 @@ import pytest
 from model import load_classifier
 from tests.conftest import ROOT, run_cli, tiny_overrides
 
+# Several processes each (torchrun, a Ray cluster): in the slow run, which CI runs too.
+pytestmark = pytest.mark.slow
+
 DDP_TOLERANCE = 0.02  # measured 0.0034 on 2 CPUs
 
 

