@@ -140,7 +140,7 @@ def write_profile(rows: list[dict], by: str, out_dir: Path, title: str) -> list[
     groups = sorted({r[by] for r in rows})
     labels = sorted({r["label"] for r in rows})
     cell = {(r[by], r["label"]): r for r in rows}
-    md = [f"# {title}", "", "Share of each source's articles that use a frame "
+    md = [f"# {title}", "", f"Share of each {by}'s articles predicted to carry each label "
           "(count / articles, 95% Wilson interval).", "",
           f"| {by} | articles | " + " | ".join(labels) + " |",
           "|---|---|" + "---|" * len(labels)]
