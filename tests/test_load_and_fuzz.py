@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import psutil
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
@@ -43,6 +44,7 @@ def one_request(port, rng: random.Random):
     return kind, status, ok, (time.perf_counter() - started) * 1000
 
 
+@pytest.mark.slow
 def test_bounded_load_mixed_requests(server):
     proc = psutil.Process(server.pid)
     rss_before = proc.memory_info().rss
