@@ -1,4 +1,5 @@
-"""Inference: `load_classifier(path).predict(texts)` and the one-call `predict`.
+"""Inference: `ArticleClassifier`, the object users hold to predict (loaded by
+`load_classifier`, model/runtime/loading.py).
 
 Articles are cleaned as the artifact says, cut into token windows, and the windows of
 many articles are run through the encoder in length-sorted batches with no more padding
