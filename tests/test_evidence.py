@@ -209,8 +209,8 @@ def test_bf16_evidence_keeps_its_passages_across_batches(run):
 
 def test_both_methods_and_the_choice_for_cls_pooled_encoders(clf):
     encoded = clf.encode([article("Health")], spans=True)
-    _, [by_attribution] = explain(clf, encoded, [article("Health")], method="attribution")
-    _, [by_sentence] = explain(clf, encoded, [article("Health")], method="sentences")
+    _, [by_attribution], _ = explain(clf, encoded, [article("Health")], method="attribution")
+    _, [by_sentence], _ = explain(clf, encoded, [article("Health")], method="sentences")
     column = clf.tasks[0].labels.index("Health")
     for found in (by_attribution, by_sentence):
         best = found.units[int(np.argmax(found.scores["frames"][:, column]))]

@@ -13,6 +13,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from model import load_classifier
+from model.core.calibration import apply_calibration
 from model.core.lexical import LexicalModel, load_lexical, save_lexical
 from tests.conftest import run_cli, tiny_overrides
 
@@ -75,14 +76,27 @@ def test_loaded_model_mixes_network_and_lexical_probabilities(frozen_run):
     out, _ = frozen_run
     clf = load_classifier(out / "model", precision="fp32")
     task = clf.tasks[0]
-    texts = ["court judge ruling on the tax budget", "troops at the border said the army"]
+    # Word salads like the training articles: a short phrase is out of domain for this
+    # model, and there the network answers alone (model/core/domain.py).
+    texts = ["the court said the judge and the ruling on the law of a lawsuit was for the "
+             "appeal in the tax budget with the cost and the wages of jobs it was said on the "
+             "court", "troops at the border said the army and the missile attack on the border "
+             "was for the defence of the troops with the army in the attack it was said"]
     encoded = clf.encode(texts)
+    served = clf.probabilities(encoded)["frames"]
+    calibration, task.calibration = task.calibration, None
     mixed = clf.probabilities(encoded)["frames"]
     weight, task.lexical_weight = task.lexical_weight, None
     network = clf.probabilities(encoded)["frames"]
-    task.lexical_weight = weight
+    task.lexical_weight, task.calibration = weight, calibration
     lexical = clf.lexical["frames"].probabilities([a.text for a in encoded])
-    np.testing.assert_allclose(mixed, weight * lexical + (1 - weight) * network, atol=1e-6)
+    # Each article gets the lexical weight as far as it is typical of the training
+    # articles (model/core/domain.py, DomainReference.lexical_trust).
+    share = weight * clf.domain.lexical_trust(clf.read(encoded).domain)[:, None]
+    np.testing.assert_allclose(mixed, share * lexical + (1 - share) * network, atol=1e-6)
+    # What is served is the mix, calibrated (model/core/calibration.py).
+    np.testing.assert_allclose(served, apply_calibration(calibration, mixed, task.type),
+                               atol=1e-6)
     assert not np.allclose(mixed, network, atol=1e-3)  # the lexical part does count
     prediction = clf.predict(texts[0])
     assert "Legality" in prediction["frames"]["labels"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from model.core.calibration import METHODS as CALIBRATION_METHODS
 from model.core.config import ModelConfig, dataclass_from_dict
 from model.core.tasks import SINGLE_LABEL, TASK_TYPES
 
@@ -72,6 +73,9 @@ class TaskConfig:
         lexical: add a lexical component (TF-IDF + logistic regression) whose
             probabilities are mixed with the network's (train/frozen.py).
         lexical_weight: its share in the mix; null chooses it on held-out articles.
+        calibration: how served probabilities are calibrated on held-out articles
+            (model/core/calibration.py): `auto` picks among none, temperature, platt and
+            isotonic by cross-validated Brier score; or name one of them.
     """
 
     name: str = "topic"
@@ -81,6 +85,7 @@ class TaskConfig:
     threshold_tuning: str = "per_label"
     lexical: bool = False
     lexical_weight: float | None = None
+    calibration: str = "auto"
 
     def __post_init__(self):
         if isinstance(self.dataset, dict):
@@ -95,6 +100,9 @@ class TaskConfig:
                              "or none")
         if self.lexical_weight is not None and not 0.0 <= self.lexical_weight <= 1.0:
             raise ValueError(f"tasks[{self.name}].lexical_weight must be in [0, 1] or null")
+        if self.calibration not in ("auto", *CALIBRATION_METHODS):
+            raise ValueError(f"tasks[{self.name}].calibration must be auto or one of "
+                             f"{CALIBRATION_METHODS}, got {self.calibration!r}")
         if self.lexical_weight is not None and not self.lexical:
             raise ValueError(f"tasks[{self.name}].lexical_weight needs lexical: true")
 

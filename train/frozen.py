@@ -8,8 +8,10 @@
 3. fit the lexical component (`tasks[].lexical: true`): TF-IDF + logistic regression on
    the same articles and folds;
 4. mix: the lexical weight that scores best on the out-of-fold probabilities of both;
-5. tune: the decision thresholds of a multi-label task, on the mixed out-of-fold
-   probabilities, under the rule that is served.
+5. calibrate and tune: a calibration of the mixed out-of-fold probabilities
+   (model/core/calibration.py), the decision thresholds of a multi-label task on the
+   calibrated ones, under the rule that is served, and the held-out error counts that
+   profiles correct their shares with (model/core/heldout.py).
 
 No validation split is needed to stop training, so the training and validation articles
 are pooled and every choice is made on out-of-fold probabilities of k-fold
@@ -32,7 +34,7 @@ from model.runtime.classifier import ArticleClassifier
 from train.config import RunConfig, TaskConfig
 from train.embedding_cache import EmbeddingCache
 from train.linear import cross_validated, fit_lexical, fit_logistic, label_matrix, make_folds
-from train.tuning import best_mixture, served_score, tune_thresholds
+from train.tuning import best_mixture, calibrate_and_tune, served_score, tune_thresholds
 
 
 def train_frozen(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec],
@@ -73,9 +75,10 @@ def train_frozen(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec],
             spec.lexical_weight, mixed, score = mix(spec, task_cfg, y, oof, lexical_oof)
             info.update(lexical_info, lexical_weight=spec.lexical_weight,
                         mixed_cv_score=round(score, 4))
-        # 5. tune
-        if spec.type == MULTI_LABEL:
-            spec.thresholds = tune_thresholds(spec, gold, mixed, task_cfg.threshold_tuning)
+        # 5. calibrate, tune the thresholds on the calibrated scores, record the errors
+        _, calibration = calibrate_and_tune(spec, gold, y, mixed, task_cfg.calibration,
+                                            task_cfg.threshold_tuning, training.seed)
+        info.update(calibration)
         report[spec.name] = info
         say(spec, info)
     report["embedding_cache"] = {"folder": str(cache.folder), "hits": cache.hits,

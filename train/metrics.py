@@ -97,6 +97,8 @@ def write_reports(out_dir: Path, results: dict[str, dict], tasks: list[TaskSpec]
             bars = out_dir / f"per_label_f1_{task.name}.png"
             plot_per_label(result["per_label"], bars, task.name)
             lines += [f"![per-label scores]({bars.name})", ""]
+        if "calibration" in result:
+            lines += calibration_section(task, result["calibration"], out_dir)
     for key in ("training_seconds", "examples", "bad_records"):
         if key in extra:
             lines.append(f"- {key.replace('_', ' ')}: {json.dumps(extra[key])}")
@@ -107,6 +109,43 @@ def write_reports(out_dir: Path, results: dict[str, dict], tasks: list[TaskSpec]
                   f"{env['transformers']}."]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return document
+
+
+def calibration_section(task: TaskSpec, calibration: dict, out_dir: Path) -> list[str]:
+    """The task's expected calibration error before and after its calibration, and the
+    reliability diagram of both."""
+    plot = out_dir / f"reliability_{task.name}.png"
+    plot_reliability(calibration, plot, task.name)
+    scores = ("top label's probability" if task.type != MULTI_LABEL
+              else "every article x label score")
+    return [f"Calibration ({calibration['method']}, fitted on held-out training articles): "
+            f"expected calibration error {calibration['ece_before']:.4f} before, "
+            f"**{calibration['ece_after']:.4f}** after (15 bins, {scores}).", "",
+            f"![reliability diagram]({plot.name})", ""]
+
+
+def plot_reliability(calibration: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for key, name in (("reliability_before", "before"), ("reliability_after", "after")):
+        rows = [r for r in calibration[key] if r["n"]]
+        ece = calibration[key.replace("reliability", "ece")]
+        ax.plot([r["mean_probability"] for r in rows], [r["frequency"] for r in rows],
+                marker="o", label=f"{name} (ECE {ece:.3f})")
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.set_title(f"{title}: reliability ({calibration['method']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def report_section(task: TaskSpec, result: dict) -> list[str]:

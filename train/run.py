@@ -31,6 +31,7 @@ import yaml
 from transformers import set_seed
 
 from model.core.artifact import build_network, record_metrics, save_artifact
+from model.core.calibration import apply_calibration, expected_calibration_error, reliability
 from model.core.tasks import MULTI_LABEL, TaskSpec
 from model.encoders.registry import EncoderError
 from model.runtime.backends import calibration_windows
@@ -39,14 +40,16 @@ from model.runtime.devices import auto_precision, resolve_device
 from model.runtime.loading import load_classifier
 from train.config import RunConfig, load_run_config
 from train.data import DataError, load_task, split_examples
+from train.domain import fit_domain
 from train.finetune import finetune, lexical_for_finetuned
 from train.frozen import train_frozen
+from train.linear import label_matrix
 from train.metrics import environment, task_metrics, write_reports
 from train.trainer import (
     choose_precision,
     data_parallel_problem,
 )
-from train.tuning import tune_thresholds
+from train.tuning import calibrate_and_tune
 
 
 def parse_args(argv=None, description: str = __doc__):
@@ -84,8 +87,10 @@ def prepare_data(cfg: RunConfig, label_sets: dict[str, list[str]] | None = None)
     return specs, splits, report
 
 
-def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size: int) -> dict:
-    """Scores of every task of `clf` on one split."""
+def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size: int,
+                   calibration: bool = False) -> dict:
+    """Scores of every task of `clf` on one split; with `calibration`, also what each
+    task's calibration did there (one more reading of the split)."""
     results = {}
     for task in clf.tasks:
         if task.name not in splits:
@@ -97,28 +102,55 @@ def evaluate_split(clf: ArticleClassifier, splits: dict, split: str, batch_size:
         lengths = [a.n_tokens for a in encoded]
         results[task.name]["truncated_articles"] = int(sum(a.truncated for a in encoded))
         results[task.name]["median_tokens"] = float(np.median(lengths))
+        if calibration and task.calibration is not None:
+            results[task.name]["calibration"] = calibration_effect(clf, task, examples,
+                                                                   encoded, batch_size)
     return results
+
+
+def calibration_effect(clf: ArticleClassifier, task, examples, encoded,
+                       batch_size: int) -> dict:
+    """The task's scores on these articles before (as mixed) and after its calibration,
+    read whole: expected calibration error and reliability bins of each."""
+    stored, task.calibration = task.calibration, None
+    try:
+        before = clf.probabilities(encoded, batch_size)[task.name]
+    finally:
+        task.calibration = stored
+    after = apply_calibration(stored, before, task.type)
+    y = label_matrix(task, examples)
+    return {"method": stored["method"],
+            "ece_before": round(expected_calibration_error(before, y, task.type), 4),
+            "ece_after": round(expected_calibration_error(after, y, task.type), 4),
+            "reliability_before": reliability(before, y, task.type),
+            "reliability_after": reliability(after, y, task.type)}
 
 
 def tune_on_validation(clf: ArticleClassifier, cfg: RunConfig, splits: dict,
                        batch_size: int) -> dict[str, list[float]]:
-    """Tune the decision thresholds of every multi-label task of `clf` on its validation
-    split, as `clf` now reads articles (pooling, windows, precision, lexical mixing), and
-    store them in the task specs. Returns the thresholds by task."""
-    modes = {t.name: t.threshold_tuning for t in cfg.tasks}
+    """Calibrate every task of `clf` on its validation split and tune the decision
+    thresholds of the multi-label ones on the calibrated scores, as `clf` now reads
+    articles (pooling, windows, precision, lexical mixing); store them (and the held-out
+    error counts) in the task specs. Returns the thresholds of the multi-label tasks."""
+    configs = {t.name: t for t in cfg.tasks}
     tuned = {}
     for spec in clf.tasks:
-        if spec.type != MULTI_LABEL or spec.name not in splits:
+        if spec.name not in splits:
             continue
         examples = splits[spec.name]["validation"]
         if not examples:
             print(f"{spec.name}: no validation articles; thresholds kept as they are",
                   file=sys.stderr)
             continue
+        # Calibration is fitted on these very probabilities, so they are read uncalibrated.
+        spec.calibration = None
         probs = clf.probabilities(clf.encode([e.text for e in examples]), batch_size)
-        spec.thresholds = tune_thresholds(spec, [e.label for e in examples],
-                                          probs[spec.name], modes.get(spec.name, "global"))
-        tuned[spec.name] = spec.thresholds
+        task_cfg = configs[spec.name]
+        calibrate_and_tune(spec, [e.label for e in examples],
+                           label_matrix(spec, examples), probs[spec.name],
+                           task_cfg.calibration, task_cfg.threshold_tuning, cfg.training.seed)
+        if spec.type == MULTI_LABEL:
+            tuned[spec.name] = spec.thresholds
     return tuned
 
 
@@ -154,28 +186,32 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
         precision, checkpoint = choose_precision(cfg.training.precision, clf.device), None
         report, lexical = train_frozen(clf.with_settings(precision=precision), cfg, specs,
                                        splits)
-        details = {"frozen": report}
-        clf = ArticleClassifier(network, tokenizer, lexical=lexical)
+        domain, domain_report = fit_domain(clf.with_settings(precision=precision), cfg, splits)
+        details = {"frozen": report, "domain": domain_report}
+        clf = ArticleClassifier(network, tokenizer, lexical=lexical, domain=domain)
     else:
         precision, checkpoint = finetune(clf, cfg, specs, splits, out_dir, resume)
         if precision is None:
             return 0  # a worker process of distributed training: the main one writes
         report, lexical = lexical_for_finetuned(clf, cfg, specs, splits,
                                                 cfg.training.eval_batch_size)
-        details = {"lexical": report}
-        clf = ArticleClassifier(network, tokenizer, lexical=lexical)
+        # How typical a served article is (model/core/domain.py), by the final encoder.
+        domain, domain_report = fit_domain(clf.with_settings(precision=precision), cfg, splits)
+        details = {"lexical": report, "domain": domain_report}
+        clf = ArticleClassifier(network, tokenizer, lexical=lexical, domain=domain)
         # Thresholds are tuned on what is served: network and lexical model mixed.
         tune_on_validation(clf, cfg, splits, cfg.training.eval_batch_size)
     seconds = time.perf_counter() - started
 
-    results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size)
+    results = evaluate_split(clf, splits, "test", cfg.training.eval_batch_size,
+                             calibration=True)
     by_precision = scores_by_precision(clf, splits, results, cfg.training.eval_batch_size)
     metrics = {"test": results, "test_precision": "fp32", "test_device": str(clf.device),
                "test_by_precision": by_precision}
     save_artifact(out_dir / "model", network, tokenizer, metrics=metrics, lexical=clf.lexical,
                   calibration=calibration_windows(
                       clf, [e.text for spec in specs for e in splits[spec.name]["train"]],
-                      seed=cfg.training.seed))
+                      seed=cfg.training.seed), domain=clf.domain)
     if cfg.training.check_served:
         score_as_served(out_dir / "model", network, clf.device, metrics, splits,
                         cfg.training.eval_batch_size)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import f1_score
 
+from model.core.calibration import apply_calibration, choose_calibration, expected_calibration_error
+from model.core.heldout import heldout_summary
 from model.core.tasks import MULTI_LABEL, TaskSpec, decide
 from train.data import multi_hot
 
@@ -65,3 +67,27 @@ def best_mixture(spec: TaskSpec, y: np.ndarray, network: np.ndarray, lexical: np
         if best is None or score > best[1] + 1e-12:
             best = (float(w), score)
     return best
+
+
+def calibrate_and_tune(spec: TaskSpec, gold: list, y: np.ndarray, probs: np.ndarray,
+                       calibration: str = "auto", threshold_mode: str = "global",
+                       seed: int = 0) -> tuple[np.ndarray, dict]:
+    """The last choices of a task, made on its held-out probabilities `probs` (as mixed,
+    uncalibrated; `y` multi-hot or class indices): the calibration (model/core/
+    calibration.py), then the thresholds tuned on the calibrated scores, then the
+    held-out error counts profiles correct their shares with (model/core/heldout.py).
+    Sets them on `spec`; returns the calibrated probabilities and a report."""
+    methods = None if calibration == "auto" else (calibration,)
+    spec.calibration, table = choose_calibration(probs, y, spec.type, seed=seed,
+                                                 methods=methods)
+    calibrated = apply_calibration(spec.calibration, probs, spec.type)
+    if spec.type == MULTI_LABEL:
+        spec.thresholds = tune_thresholds(spec, gold, calibrated, threshold_mode)
+        decided = decide(calibrated, spec.thresholds)
+    else:
+        decided = np.eye(len(spec.labels), dtype=bool)[calibrated.argmax(axis=1)]
+    spec.heldout = heldout_summary(spec.type, calibrated, y, decided)
+    report = {"calibration": spec.calibration["method"], "calibration_cv": table,
+              "ece_before": round(expected_calibration_error(probs, y, spec.type), 4),
+              "ece_after_cv": table[spec.calibration["method"]]["ece"]}
+    return calibrated, report

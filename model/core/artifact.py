@@ -7,6 +7,8 @@ Layout:
     tokenizer files    as written by the tokenizer's `save_pretrained`
     calibration.safetensors  token windows of training articles that the int8 backend
                        is calibrated on (model/runtime/backends.py)
+    domain.safetensors the training articles' embeddings that say how typical a new
+                       article is (model/core/domain.py); older artifacts have none
     README.md          the model card
 
 Folders are written under a temporary name beside their place and swapped in
@@ -28,6 +30,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from model.core.config import ModelConfig, dataclass_from_dict, resolve_encoder
+from model.core.domain import DomainReference, load_domain, save_domain
 from model.core.lexical import load_lexical, save_lexical
 from model.core.network import ArticleClassifierNetwork
 from model.core.tasks import TaskSpec
@@ -76,10 +79,11 @@ def build_network(config: ModelConfig, tasks: list[TaskSpec]):
 def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, tokenizer,
                   metrics: dict | None = None, card_extra: str = "",
                   lexical: dict | None = None,
-                  calibration: list[list[int]] | None = None) -> Path:
-    """Write `network`, `tokenizer`, the tasks' `lexical` models (if any) and the int8
-    `calibration` windows (token ids, model/runtime/backends.py) as an artifact folder at `path`
-    (atomically)."""
+                  calibration: list[list[int]] | None = None,
+                  domain: DomainReference | None = None) -> Path:
+    """Write `network`, `tokenizer`, the tasks' `lexical` models (if any), the int8
+    `calibration` windows (token ids, model/runtime/backends.py) and the `domain` reference
+    (model/core/domain.py) as an artifact folder at `path` (atomically)."""
     path = Path(path)
     # Written beside `path` and swapped in: a failure, even of the final rename, leaves an
     # existing artifact as it was (model/storage/folders.py).
@@ -96,6 +100,7 @@ def save_artifact(path: str | os.PathLike, network: ArticleClassifierNetwork, to
         tokenizer.save_pretrained(str(tmp))
         save_lexical(tmp, lexical or {})
         save_calibration(tmp, calibration or [])
+        save_domain(tmp, domain)
         (tmp / "README.md").write_text(model_card(network, metrics or {}, card_extra))
     return path
 
@@ -181,6 +186,15 @@ def load_lexical_models(path: str | os.PathLike, tasks: list[TaskSpec]) -> dict:
                                 f"({model.task_type}, {model.coef.shape[0]} labels) does not "
                                 f"fit the task ({task.type}, {len(task.labels)} labels)")
     return models
+
+
+def load_domain_reference(path: str | os.PathLike) -> DomainReference | None:
+    """The artifact's domain reference (model/core/domain.py), or None for an artifact
+    saved before it was stored (its predictions carry no `domain`)."""
+    try:
+        return load_domain(Path(path))
+    except ValueError as err:
+        raise ArtifactError(str(err)) from err
 
 
 def _load_weights(network, path: Path, allow_pickle: bool) -> None:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.core.calibration import check_calibration
+from model.core.heldout import check_heldout
+
 SINGLE_LABEL = "single_label"
 MULTI_LABEL = "multi_label"
 TASK_TYPES = (SINGLE_LABEL, MULTI_LABEL)
@@ -26,6 +29,11 @@ class TaskSpec:
 
     `lexical_weight`: the share of the task's lexical model (TF-IDF + logistic regression,
     `lexical.safetensors`) in its probabilities; None when the task has none.
+    `calibration`: the map from mixed to served probabilities (model/core/calibration.py);
+    None serves them as mixed.
+    `heldout`: what the served scores did on held-out training articles (counts per label,
+    model/core/heldout.py), from which profiles correct their shares; None when the
+    model was trained before it was recorded.
     """
 
     name: str
@@ -33,6 +41,8 @@ class TaskSpec:
     labels: list[str]
     thresholds: list[float] | None = None  # multi-label only, one per label
     lexical_weight: float | None = None
+    calibration: dict | None = None
+    heldout: dict | None = None
 
     def __post_init__(self):
         if self.type not in TASK_TYPES:
@@ -47,6 +57,11 @@ class TaskSpec:
         if self.type == MULTI_LABEL and self.thresholds is None:
             self.thresholds = [0.5] * len(self.labels)
         self.check_thresholds()
+        try:
+            check_calibration(self.calibration, len(self.labels), self.type)
+            check_heldout(self.heldout, len(self.labels))
+        except ValueError as err:
+            raise ValueError(f"task {self.name!r}: {err}") from None
 
     def check_thresholds(self) -> None:
         """One threshold in [0, 1] per label of a multi-label task, none on a single-label

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from model.core.calibration import apply_calibration
 from model.core.config import ModelConfig
+from model.core.domain import DomainReference, Typicality
 from model.core.tasks import (
     MULTI_LABEL,
     TaskSpec,
@@ -29,6 +31,7 @@ from model.core.tasks import (
 from model.core.text import EncodedArticle, chunk_articles, clean_text, clean_text_mapped
 from model.runtime.backends import choose_backend
 from model.runtime.devices import resolve_device, resolve_precision
+from model.runtime.domain import Reading, answer
 from model.runtime.early_exit import read_adaptively
 from model.runtime.evidence import explain
 from model.runtime.settings import ServingSettings
@@ -44,7 +47,7 @@ class ArticleClassifier:
     def __init__(self, network, tokenizer, metadata: dict | None = None,
                  lexical: dict | None = None, settings: ServingSettings | None = None,
                  artifact: str | os.PathLike | None = None, quiet: bool = False,
-                 encoder_runtime=None):
+                 encoder_runtime=None, domain: DomainReference | None = None):
         self.network = network
         self.tokenizer = tokenizer
         self.metadata = metadata or {}
@@ -52,6 +55,12 @@ class ArticleClassifier:
         self.settings = settings = settings or ServingSettings()
         # Lexical models by task, mixed in by the task's `lexical_weight` (model/core/lexical.py).
         self._lexical = MappingProxyType(dict(lexical or {}))
+        # The training articles each prediction is compared with (model/core/domain.py);
+        # None (an artifact from before it was stored): predictions carry no `domain`.
+        if domain is not None and domain.hidden_size != network.encoder.config.hidden_size:
+            raise ValueError(f"{artifact or 'model'}: the domain reference's embeddings do "
+                             "not match the encoder's size")
+        self._domain = domain
         if settings.device is not None:
             self.network.to(resolve_device(settings.device))
         # How articles are read here: the trained config with the served overrides. The
@@ -84,7 +93,8 @@ class ArticleClassifier:
             raise ValueError("with_settings cannot move the shared network: load the model "
                              "again with load_classifier(path, device=...)")
         return ArticleClassifier(self.network, self.tokenizer, self.metadata, self._lexical,
-                                 replace(self.settings, **changes), self.artifact, quiet=True)
+                                 replace(self.settings, **changes), self.artifact, quiet=True,
+                                 domain=self._domain)
 
     # What is served, read-only: a different way of serving is a new classifier.
     @property
@@ -118,6 +128,11 @@ class ArticleClassifier:
         return self._lexical
 
     @property
+    def domain(self) -> DomainReference | None:
+        """The training articles predictions are compared with, or None."""
+        return self._domain
+
+    @property
     def backend_name(self) -> str:
         """`torch-fp32`, `torch-bf16`, `torch-fp16` or `openvino-int8`."""
         return self._backend.name if self._backend is not None else f"torch-{self._precision}"
@@ -144,26 +159,39 @@ class ArticleClassifier:
     def probabilities(self, encoded: list[EncodedArticle],
                       batch_size: int = 32) -> dict[str, np.ndarray]:
         """Per-task probabilities, one row per article: the network's (softmax or sigmoid),
-        mixed with the task's lexical model where it has one."""
-        logits = self.score(self.embed_windows(encoded, batch_size), encoded)
-        return {name: mixed for name, (mixed, _, _) in self.mix(logits, encoded).items()}
+        mixed with the task's lexical model where it has one, as far as the article is
+        typical (`answer`)."""
+        mixed, _ = self.answer(self.embed_windows(encoded, batch_size), encoded)
+        return {name: served for name, (served, _, _) in mixed.items()}
 
     def read(self, encoded: list[EncodedArticle], batch_size: int = 32,
              threshold: float | None = None, top_k: int | None = None,
-             at_least_one: bool = True) -> tuple[dict[str, np.ndarray], list[EncodedArticle]]:
-        """The served probabilities of `encoded` as `predict` reads them, and each article
-        as read: adaptively where the model has `early_exit` (model/runtime/early_exit.py), else
-        whole. Early exit decides by the stored thresholds, so a caller's own `threshold`
-        or `top_k` reads whole articles."""
+             at_least_one: bool = True) -> Reading:
+        """The served probabilities of `encoded` as `predict` reads them, each article as
+        read, and how typical each is (None without a domain reference): adaptively where
+        the model has `early_exit` (model/runtime/early_exit.py), else whole. Early exit
+        decides by the stored thresholds, so a caller's own `threshold` or `top_k` reads
+        whole articles."""
         if self.early_exit is None or threshold is not None or top_k is not None:
-            return self.probabilities(encoded, batch_size), encoded
-        return read_adaptively(self, encoded, batch_size, self.early_exit, at_least_one)
+            mixed, domain = self.answer(self.embed_windows(encoded, batch_size), encoded)
+            return Reading({name: m[0] for name, m in mixed.items()}, encoded, domain)
+        return Reading(*read_adaptively(self, encoded, batch_size, self.early_exit,
+                                        at_least_one))
+
+    def answer(self, embeddings: torch.Tensor, encoded: list[EncodedArticle],
+               lexical_probs: dict[str, np.ndarray] | None = None
+               ) -> tuple[dict[str, tuple], Typicality | None]:
+        """What is served from the window `embeddings` of `encoded`: per task `(served,
+        network, lexical)` as `mix` gives them, each article's lexical share scaled by how
+        typical it is (none out of domain), and the articles' typicality, or None
+        without a domain reference (model/runtime/domain.py)."""
+        return answer(self, embeddings, encoded, lexical_probs)
 
     def mix(self, logits: dict[str, np.ndarray], encoded: list[EncodedArticle],
             lexical_probs: dict[str, np.ndarray] | None = None
             ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Per task: the probabilities served, the network's alone, and the lexical
-        model's (None without one); served = w * lexical + (1 - w) * network.
+        model's (None without one); served = calibrated(w * lexical + (1 - w) * network).
         `lexical_probs`: the lexical models' probabilities of `encoded` where the caller
         already has them."""
         out = {}
@@ -180,6 +208,9 @@ class ArticleClassifier:
                 if lexical is None:
                     lexical = self.lexical[task.name].probabilities([a.text for a in encoded])
                 probs = weight * lexical + (1.0 - weight) * network
+            # Served scores are calibrated (model/core/calibration.py): a monotone map per
+            # label, so the thresholds, tuned on calibrated scores, apply to these.
+            probs = apply_calibration(task.calibration, probs, task.type)
             out[task.name] = (probs.astype(np.float32), network, lexical)
         return out
 
@@ -273,6 +304,10 @@ class ArticleClassifier:
         every task stops there (`chunks` 1; model/runtime/early_exit.py). `evidence` reads whole
         articles, so its scores are whole-article ones.
 
+        Where the model has a domain reference, each prediction says how typical its
+        article is of the training articles: `domain` = `{"typicality": 0-100,
+        "in_domain": bool}` (model/core/domain.py).
+
         `evidence=K` (True: 3) adds `evidence`: for every task, for each label it gives,
         the K passages that raise that label's probability most, best first, each with
         `start`/`end` (character offsets into the text passed in, in code points), its
@@ -300,14 +335,15 @@ class ArticleClassifier:
                 chunk = texts[start:start + step]
                 encoded = self.encode(chunk, spans=bool(n_evidence))
                 if n_evidence:
-                    probs, passages = explain(self, encoded, chunk, batch_size,
-                                              evidence_method)
+                    probs, passages, domain = explain(self, encoded, chunk, batch_size,
+                                                      evidence_method)
                 else:
-                    (probs, encoded), passages = self.read(encoded, batch_size, threshold,
-                                                           top_k, at_least_one), None
+                    (probs, encoded, domain), passages = self.read(
+                        encoded, batch_size, threshold, top_k, at_least_one), None
                 for j, art in enumerate(encoded):
                     out = self.format_prediction({k: v[j] for k, v in probs.items()}, art,
-                                                 threshold, top_k, at_least_one)
+                                                 threshold, top_k, at_least_one,
+                                                 domain.entry(j) if domain else None)
                     if passages is not None:
                         out["evidence"] = passages[j].select(out, n_evidence)
                     outputs.append(out)
@@ -316,8 +352,9 @@ class ArticleClassifier:
 
     def format_prediction(self, probs: dict[str, np.ndarray], article: EncodedArticle,
                           threshold: float | None = None, top_k: int | None = None,
-                          at_least_one: bool = True) -> dict:
-        """One article's prediction as plain JSON-ready values."""
+                          at_least_one: bool = True, domain: dict | None = None) -> dict:
+        """One article's prediction as plain JSON-ready values; `domain`: its typicality
+        entry (`Typicality.entry`), where the model has a domain reference."""
         out: dict = {}
         for task in self.tasks:
             p = probs[task.name]
@@ -332,6 +369,8 @@ class ArticleClassifier:
                                   "probabilities": scores}
         out.update(tokens=article.n_tokens, chunks=len(article.windows),
                    chunks_total=article.n_windows_total, truncated=article.truncated)
+        if domain is not None:
+            out["domain"] = domain
         return out
 
 

@@ -11,8 +11,10 @@ with confidence `c` on its first window stops there:
   with no label gets its most probable one, at least one label is clearly in).
 
 Probabilities are the served ones (network mixed with the lexical model, which reads the
-whole article either way). The other articles read all their windows and get exactly
-what whole-article reading gives. BENCHMARKS.md measures tokens read, speed and scores.
+whole article either way, as far as what was read is typical of the training articles:
+model/runtime/domain.py). The other articles read all their windows and get exactly what
+whole-article reading gives, typicality included. BENCHMARKS.md measures tokens read,
+speed and scores.
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from model.core.domain import Typicality
 from model.core.tasks import confident
 from model.core.text import EncodedArticle
 
 
 def read_adaptively(clf, encoded: list[EncodedArticle], batch_size: int, level: float,
                     at_least_one: bool = True
-                    ) -> tuple[dict[str, np.ndarray], list[EncodedArticle]]:
-    """Served probabilities of `encoded` by adaptive reading, and each article as read
-    (only its first window where it stopped there)."""
+                    ) -> tuple[dict[str, np.ndarray], list[EncodedArticle], Typicality | None]:
+    """Served probabilities of `encoded` by adaptive reading, each article as read (only
+    its first window where it stopped there), and how typical each is of the training
+    articles, as read (None without a domain reference)."""
     first = [replace(a, windows=a.windows[:1],
                      spans=a.spans[:1] if a.spans is not None else None) for a in encoded]
     first_rows = clf.embed_windows(first, batch_size)
-    mixed = clf.mix(clf.score(first_rows, first), first)
+    mixed, domain = clf.answer(first_rows, first)
     probs = {name: served for name, (served, _, _) in mixed.items()}
     lexical = {name: lex for name, (_, _, lex) in mixed.items() if lex is not None}
     done = np.ones(len(encoded), dtype=bool)
@@ -51,10 +55,13 @@ def read_adaptively(clf, encoded: list[EncodedArticle], batch_size: int, level: 
             offset += len(article.windows)
         whole = [encoded[i] for i in more]
         # The lexical models read the whole text already: their share is not recomputed.
-        again = clf.mix(clf.score(torch.cat(rows), whole), whole,
-                        {name: lex[more] for name, lex in lexical.items()})
+        again, whole_domain = clf.answer(torch.cat(rows), whole,
+                                         {name: lex[more] for name, lex in lexical.items()})
         for name in probs:
             probs[name][more] = again[name][0]
+        if domain is not None:
+            domain.percentile[more] = whole_domain.percentile
+            domain.in_domain[more] = whole_domain.in_domain
     read_whole = set(more)
     read = [encoded[i] if i in read_whole else first[i] for i in range(len(encoded))]
-    return probs, read
+    return probs, read, domain

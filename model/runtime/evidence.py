@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model.core.domain import Typicality
 from model.core.tasks import MULTI_LABEL, TaskSpec
 from model.core.text import chunk_articles, title_prefix
 
@@ -289,9 +290,11 @@ def resolve_method(clf, method: str) -> str:
 
 
 def explain(clf, encoded: list, originals: list[str], batch_size: int = 32,
-            method: str = "auto") -> tuple[dict[str, np.ndarray], list[ArticleEvidence]]:
-    """The served probabilities of `encoded` (made with `spans=True` from `originals`)
-    and every passage's score for every label, from one forward pass."""
+            method: str = "auto") -> tuple[dict[str, np.ndarray], list[ArticleEvidence],
+                                           Typicality | None]:
+    """The served probabilities of `encoded` (made with `spans=True` from `originals`),
+    every passage's score for every label, from one forward pass, and how typical each
+    article is (None without a domain reference)."""
     method = resolve_method(clf, method)
     tasks = clf.tasks
     if method == "attribution":
@@ -299,7 +302,8 @@ def explain(clf, encoded: list, originals: list[str], batch_size: int = 32,
         embeddings, per_token = clf.embed_windows(encoded, batch_size, token_heads=heads.T)
     else:
         embeddings = clf.embed_windows(encoded, batch_size)
-    mixed = clf.mix(clf.score(embeddings, encoded), encoded)
+    mixed, domain = clf.answer(embeddings, encoded)
+    trust = None if domain is None else clf.domain.lexical_trust(domain)
     units = [split_passages(article.text) or [(0, len(article.text))] for article in encoded]
     if method == "sentences":
         alone = sentence_probabilities(clf, encoded, units, batch_size)
@@ -308,18 +312,21 @@ def explain(clf, encoded: list, originals: list[str], batch_size: int = 32,
         rows = slice(first, first + len(article.windows))
         first = rows.stop
         scores = (alone[a] if method == "sentences" else
-                  attributed(clf, article, units[a], a, per_token[rows], embeddings[rows], mixed))
+                  attributed(clf, article, units[a], a, per_token[rows], embeddings[rows], mixed,
+                             1.0 if trust is None else float(trust[a])))
         out.append(ArticleEvidence(units[a], article.origin, originals[a], scores,
                                    {t.name: t.labels for t in tasks}))
-    return {name: m[0] for name, m in mixed.items()}, out
+    return {name: m[0] for name, m in mixed.items()}, out, domain
 
 
 def attributed(clf, article, units: list[tuple[int, int]], a: int, per_token: list,
-               embeddings: torch.Tensor, mixed: dict) -> dict[str, np.ndarray]:
+               embeddings: torch.Tensor, mixed: dict,
+               trust: float = 1.0) -> dict[str, np.ndarray]:
     """Article `a`'s passages x labels scores by attribution, task by task: the network's
     token terms and the lexical model's term shares, each through its own probability
-    and mixed by the task's lexical weight. `per_token` and `embeddings` are the
-    article's windows' (columns of `per_token`: all tasks' labels, in task order)."""
+    and mixed by the task's lexical weight times the article's `trust` in it, as it is
+    served (`ArticleClassifier.answer`: none out of domain). `per_token` and `embeddings`
+    are the article's windows' (columns of `per_token`: all tasks' labels, in task order)."""
     unit_of_token = token_units(article.spans, units)
     scores, first = {}, 0
     for task in clf.tasks:
@@ -329,11 +336,11 @@ def attributed(clf, article, units: list[tuple[int, int]], a: int, per_token: li
         _, network, lexical = mixed[task.name]
         change = probability_change(task, network[a], network_contributions(
             [t[:, columns] for t in per_token], weights, unit_of_token, len(units)))
-        if lexical is not None:
+        if lexical is not None and trust > 0:
             lexical_change = probability_change(task, lexical[a], lexical_contributions(
                 clf.lexical[task.name], article.text, units))
-            change = (task.lexical_weight * lexical_change
-                      + (1.0 - task.lexical_weight) * change)
+            weight = task.lexical_weight * trust
+            change = weight * lexical_change + (1.0 - weight) * change
         scores[task.name] = change
     return scores
 

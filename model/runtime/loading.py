@@ -15,8 +15,10 @@ from model.core.artifact import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     load_artifact,
+    load_domain_reference,
     load_lexical_models,
 )
+from model.core.domain import DOMAIN_NAME
 from model.core.lexical import LEXICAL_CONFIG, LEXICAL_WEIGHTS
 from model.runtime.classifier import ArticleClassifier
 from model.runtime.devices import resolve_device, resolve_precision
@@ -54,7 +56,8 @@ def load_classifier(path: str | os.PathLike, precision: str = "auto",
         precision=precision, backend=backend, device=str(device), max_chunks=max_chunks,
         early_exit=network.model_config.early_exit if early_exit == "config" else early_exit)
     clf = ArticleClassifier(network, tokenizer, document, load_lexical_models(path, network.tasks),
-                            settings, artifact=path, quiet=quiet)
+                            settings, artifact=path, quiet=quiet,
+                            domain=load_domain_reference(path))
     said = (str(Path(path).resolve()), clf.backend_name, clf.backend_reason)
     if not quiet and said not in _SAID:
         _SAID.add(said)
@@ -100,7 +103,8 @@ def artifact_identity(folder: str) -> tuple:
     (which also covers file systems with coarse times); a copy over the old files changes
     their times."""
     out = []
-    for name in (CONFIG_NAME, WEIGHTS_NAME, LEXICAL_CONFIG, LEXICAL_WEIGHTS, CALIBRATION_NAME):
+    for name in (CONFIG_NAME, WEIGHTS_NAME, LEXICAL_CONFIG, LEXICAL_WEIGHTS, CALIBRATION_NAME,
+                 DOMAIN_NAME):
         try:
             stat = os.stat(os.path.join(folder, name))
         except OSError:
