@@ -20,9 +20,15 @@ from pathlib import Path
 from model.batch.local_runner import predict_file
 from model.core.tasks import check_threshold, check_top_k
 from model.inputs.records import iter_articles
+from model.profiles import model_task, profile_predictions
+from model.profiles.compare import compare
+from model.profiles.output import write_comparisons, write_profile, write_trends
+from model.profiles.quantify import DEFAULT_METHOD, DRAWS
+from model.profiles.quantify import METHODS as PROFILE_METHODS
+from model.profiles.reading import PERIODS, read_predictions
+from model.profiles.tally import DOMAIN_RULES
 from model.runtime.backends import BACKENDS
 from model.runtime.loading import load_classifier
-from model.serving.profiles import framing_profile, read_predictions, write_profile
 
 MAX_CHUNKS_HELP = ("read at most N token windows of each article, spread over it (default: "
                    "the model's own limit); faster on long articles, at some accuracy")
@@ -72,11 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs each Ray actor asks for (e.g. 1, or 0.5 to share one)")
     p.set_defaults(handler=run_predict)
 
-    q = commands.add_parser("profile", help="per-source framing profile of predictions")
+    q = commands.add_parser("profile", help="per-source profile of predictions: shares "
+                            "corrected for the model's errors, over time, compared")
     q.add_argument("predictions", help="JSONL written by `predict` (with --keep SOURCE)")
     q.add_argument("--by", required=True, help="the field that names the source")
     q.add_argument("--task", default="frames", help="which task's labels to profile")
-    q.add_argument("--out", default="profile", help="folder for profile.csv/.md/.png")
+    q.add_argument("--model", metavar="MODEL",
+                   help="the model that made the predictions: its labels and held-out error "
+                        "estimates (needed by acc, pacc and sld; reads config.json only)")
+    q.add_argument("--method", default=DEFAULT_METHOD, choices=PROFILE_METHODS,
+                   help="how shares are estimated: pcc = mean calibrated score (default), "
+                        "cc = count of the model's decisions (no correction), acc/pacc = "
+                        "adjusted by held-out error rates, sld = EM prior adjustment")
+    q.add_argument("--over", choices=PERIODS,
+                   help="also profile each source over time by the lines' `date` "
+                        "(trends.csv, trends/*.png); undated lines are counted and left out")
+    q.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"),
+                   help="difference in share of two groups per label, with its interval "
+                        "(repeatable); --compare-all compares every pair")
+    q.add_argument("--compare-all", action="store_true",
+                   help="compare every pair of groups (false-discovery-rate controlled)")
+    q.add_argument("--out-of-domain", default="keep", choices=DOMAIN_RULES,
+                   help="lines flagged domain.in_domain false: keep them, drop them, or "
+                        "count them apart as '<group> (out of domain)'")
+    q.add_argument("--draws", type=int, default=DRAWS, metavar="N",
+                   help="bootstrap replicates behind each interval")
+    q.add_argument("--out", default="profile", help="folder for the profile's files")
     q.add_argument("--max-groups", type=int, default=500, metavar="N",
                    help="distinct values of --by a profile may have; more is an error")
     q.set_defaults(handler=run_profile)
@@ -285,15 +312,41 @@ def run_encoders(args) -> int:
 
 
 def run_profile(args) -> int:
-    rows, skipped = framing_profile(read_predictions(Path(args.predictions)), args.by,
-                                    args.task, max_groups=args.max_groups)
-    if not rows:
-        raise ValueError(f"{args.predictions}: no {args.task!r} predictions to profile")
-    paths = write_profile(rows, args.by, Path(args.out),
-                          f"{args.task} by {args.by}: {Path(args.predictions).name}")
-    groups = len({r[args.by] for r in rows})
-    print(f"profiled {groups} values of {args.by!r} ({skipped} lines without a prediction "
-          f"skipped); wrote {', '.join(map(str, paths))}", file=sys.stderr)
+    labels = heldout = None
+    if args.model:
+        labels, heldout = model_task(args.model, args.task)
+    if args.draws < 1 and (args.compare or args.compare_all):
+        raise ValueError("--compare needs --draws of 1 or more")
+    path, out = Path(args.predictions), Path(args.out)
+    title = f"{args.task} by {args.by}: {path.name}"
+
+    def run(over):
+        found = profile_predictions(read_predictions(path), args.by, args.task, labels,
+                                    heldout, args.method, over, args.out_of_domain,
+                                    args.draws, args.max_groups)
+        if not found.rows:
+            raise ValueError(f"{path}: no {args.task!r} predictions to profile "
+                             f"({found.tally.skipped} lines without one)")
+        return found
+
+    found = run(None)
+    paths = write_profile(found.rows, args.by, out, title)
+    if args.compare or args.compare_all:
+        pairs = None if args.compare_all else [tuple(pair) for pair in args.compare]
+        paths += write_comparisons(compare(found.estimates, args.by, pairs), out, args.method)
+    tally = found.tally
+    notes = [f"{tally.skipped} lines without a prediction skipped"]
+    if tally.out_of_domain:
+        notes.append(f"{tally.out_of_domain} out of domain "
+                     f"({'left out' if args.out_of_domain == 'drop' else 'counted apart'})")
+    if args.over:
+        trend = run(args.over)  # a second pass over the file: memory stays bounded
+        paths += write_trends(trend.rows, args.by, out, title)
+        notes.append(f"{trend.tally.undated} undated lines left out of the trends")
+    groups = len({r[args.by] for r in found.rows})
+    print(f"profiled {groups} values of {args.by!r} by {args.method} ({'; '.join(notes)}); "
+          f"wrote {', '.join(map(str, paths[:6]))}{' ...' if len(paths) > 6 else ''}",
+          file=sys.stderr)
     return 0
 
 

@@ -18,12 +18,13 @@ import pytest
 from model import load_classifier
 from model.core.artifact import ArtifactError
 from model.core.tasks import TaskSpec, decide, decide_labels
-from model.serving.profiles import framing_profile, wilson_interval
+from model.profiles import profile_predictions
+from model.profiles.quantify import wilson_interval
 from tests.conftest import ROOT, run_cli, tiny_overrides, write_keyword_jsonl
-from train.config import DataConfig, DatasetConfig, TaskConfig
+from train.config import DataConfig, DatasetConfig, TaskConfig, load_run_config
 from train.data import load_task, multi_hot, split_examples
 from train.metrics import task_metrics
-from train.tuning import THRESHOLD_GRID, tune_thresholds
+from train.tuning import THRESHOLD_GRID, calibrate_and_tune, tune_thresholds
 
 SHARED = Path(os.environ.get("ARTICLE_DATA_DIR", ROOT.parent / "shared" / "data"))
 needs_shared = pytest.mark.skipif(not (SHARED / "framing").is_dir(),
@@ -269,15 +270,19 @@ def test_profile_by_source_matches_a_direct_count(joint_run, tmp_path):
         mine = [x for x in lines if x["source"] == row["source"]]
         count = sum(row["label"] in x["frames"]["labels"] for x in mine)
         assert int(row["articles"]) == len(mine) and int(row["count"]) == count
+        # The default share is the mean calibrated score (pcc), not the count.
+        mean = sum(x["frames"]["scores"][row["label"]] for x in mine) / len(mine)
+        assert abs(float(row["share"]) - mean) < 1e-6 and row["method"] == "pcc"
         assert float(row["ci95_low"]) <= float(row["share"]) <= float(row["ci95_high"])
     assert (tmp_path / "profile" / "profile.png").read_bytes()[:4] == b"\x89PNG"
     assert "| source | articles |" in (tmp_path / "profile" / "profile.md").read_text()
 
 
 def test_profile_skips_error_lines():
-    rows, skipped = framing_profile([{"s": "a", "frames": {"labels": ["x"]}},
-                                     {"s": "a", "error": "empty text"}], "s")
-    assert skipped == 1 and rows[0]["articles"] == 1 and rows[0]["count"] == 1
+    found = profile_predictions([{"s": "a", "frames": {"labels": ["x"]}},
+                                 {"s": "a", "error": "empty text"}], "s", method="cc")
+    rows = found.rows
+    assert found.tally.skipped == 1 and rows[0]["articles"] == 1 and rows[0]["count"] == 1
 
 
 def test_evaluate_retunes_thresholds_when_the_reading_changes(joint_run, tmp_path):
@@ -292,10 +297,14 @@ def test_evaluate_retunes_thresholds_when_the_reading_changes(joint_run, tmp_pat
             for x in (joint_run.parent / "frames.jsonl").read_text().splitlines()}
     clf = load_classifier(joint_run / "model", precision="fp32").with_settings(pooling="max")
     validation = [rows[i] for i in splits["validation"]]
+    task = clf.tasks[1]
+    task.calibration = None  # calibration is refitted on the same validation scores
     probs = clf.probabilities(clf.encode([e["text"] for e in validation]))["frames"]
-    expected = tune_thresholds(clf.tasks[1], [e["labels"] for e in validation], probs,
-                               "per_label")
-    assert metrics["retuned_thresholds"] == {"frames": expected}
+    gold = [e["labels"] for e in validation]
+    seed = load_run_config(joint_run / "config.yaml").training.seed
+    calibrate_and_tune(task, gold, multi_hot(gold, task.labels), probs, "auto", "per_label",
+                       seed)
+    assert metrics["retuned_thresholds"] == {"frames": task.thresholds}
 
 
 def test_bag_of_words_baselines_learn_cued_frames(tmp_path):

@@ -215,11 +215,11 @@ def test_a_large_profile_upload_is_counted_as_it_arrives(bounded):
 
 def test_profile_command_streams_and_caps_groups(tmp_path):
     # Imported here, so the other tests of this file run against code without it.
-    from model.serving.profiles import TooManyGroups, count_profile
+    from model.profiles.tally import TooManyGroups, tally_predictions
 
     lines = [{"source": f"s{i}", "frames": {"labels": [f"f{i % 4}"]}} for i in range(40)]
-    profile = count_profile(iter(lines), "source", max_groups=40)
-    assert len(profile.rows) == 40 * 4  # labels seen, where the model's are unknown
+    tally = tally_predictions(iter(lines), "source", max_groups=40)
+    assert len(tally.groups()) == 40 and tally.labels == ["f0", "f1", "f2", "f3"]
     read, many = [], [{"source": f"s{i}", "frames": {"labels": ["f"]}} for i in range(10**4)]
 
     def lines_read():  # a stream that must not be read past the first line over the cap
@@ -230,7 +230,7 @@ def test_profile_command_streams_and_caps_groups(tmp_path):
             yield line
 
     with pytest.raises(TooManyGroups, match="more than 39 distinct values"):
-        count_profile(lines_read(), "source", max_groups=39)
+        tally_predictions(lines_read(), "source", max_groups=39)
     assert len(read) == 40  # stopped at the 40th source, the first over the cap
     path = tmp_path / "pred.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))

@@ -344,7 +344,7 @@ def create_app(model_dir: str, precision: str = "auto",
 
     add_ui(app, keyed=bool(api_key))
     add_profile_routes(app, profile, {t.name: list(t.labels) for t in clf.tasks},
-                       limits.max_profile_groups)
+                       limits.max_profile_groups, {t.name: t.heldout for t in clf.tasks})
     return app
 
 
