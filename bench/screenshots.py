@@ -1,12 +1,14 @@
 """Screenshots of the service's web page, for the README, taken in a real headless Chromium.
 
     python -m bench.screenshots --model runs/news_topic_frames/model \\
-        --predictions predictions.jsonl --out docs/img [--article story.html] [--sort Economic]
+        --predictions predictions.jsonl --out docs/img [--article story.html] [--sort Economic] \\
+        [--over month]
 
 Starts `article-classifier serve MODEL --profile PREDICTIONS` on a free local port, opens
 the page, classifies an article (a built-in sample, or `--article`: a .txt whose first line
 is the title, or a saved .html page, which goes through the page's own file reader), and
-writes page-article.png and page-profiles.png into `--out`.
+writes page-article.png and page-profiles.png into `--out` (with `--over`, the profile view
+draws the trend lines of the first source below its heatmap).
 
 Needs Debian's `chromium` and `chromium-driver` (apt-get install chromium chromium-driver)
 and selenium (the `dev` extra). Nothing is downloaded: Selenium is pointed at the system
@@ -135,7 +137,7 @@ def open_file(driver, path: Path, timeout: float = 30) -> None:
 
 
 def take(model: Path, predictions: Path, out: Path, article: Path | None = None,
-         sort: str | None = None, by: str = "source") -> list[Path]:
+         sort: str | None = None, by: str = "source", over: str | None = None) -> list[Path]:
     """Both screenshots of the page serving `model`; returns their paths."""
     from selenium.webdriver.common.by import By
 
@@ -167,6 +169,9 @@ def take(model: Path, predictions: Path, out: Path, article: Path | None = None,
             wait_for(driver, "!document.getElementById('profile-server').hidden")
             driver.find_element(By.ID, "profile-by").clear()
             driver.find_element(By.ID, "profile-by").send_keys(by)
+            # Set without a change event: the click below draws it, once.
+            driver.execute_script("document.getElementById('profile-over').value = "
+                                  "arguments[0]", over or "")
             # Drawn again for `by`: wait for this drawing, not the one already there.
             driver.execute_script("document.getElementById('profile-status').textContent = ''")
             driver.find_element(By.ID, "profile-server").click()
@@ -196,13 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--article", type=Path, help=".txt (title on line 1) or .html page")
     parser.add_argument("--by", default="source", help="the field naming the source")
     parser.add_argument("--sort", metavar="LABEL", help="sort the heatmap by this label")
+    parser.add_argument("--over", choices=("month", "quarter", "year"),
+                        help="also draw the trend lines by this period (needs dated lines)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for path in take(args.model, args.predictions, args.out, args.article, args.sort,
-                     args.by):
+                     args.by, args.over):
         print(f"wrote {path}")
     return 0
 

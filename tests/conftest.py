@@ -212,3 +212,64 @@ def fail_rename_into(monkeypatch):
         monkeypatch.setattr(os, "rename", rename)
         return failed
     return arm
+
+
+# --- the web page (tests/test_web_page.py, test_profile_page.py, test_service_page.py) -----
+# At session scope: one browser, one tiny two-task model and one page server for them all.
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    from bench import screenshots as shots
+    from tests.pages import in_ci
+
+    found = shots.find_browser()
+    if isinstance(found, str):
+        if in_ci():
+            pytest.fail(f"CI must run the browser tests, but there is {found}")
+        print(f"\ntest_web_page: skipping the browser tests: {found}")
+        pytest.skip(found)
+    driver = shots.start_browser(tmp_path_factory.mktemp("chromium"))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def page_model(tiny_encoder, keyword_data, tmp_path_factory) -> Path:
+    """Topic (single-label) and frames (multi-label) in one model, frozen-trained."""
+    from tests.test_frozen_and_lexical import write_frames_jsonl
+
+    root = tmp_path_factory.mktemp("page_model")
+    frames = write_frames_jsonl(root / "frames.jsonl", n=120)
+    config = {
+        "model": {"encoder": str(tiny_encoder), "max_length": 64, "stride": 8,
+                  "max_chunks": 8, "pooling": "mean"},
+        "tasks": [{"name": "topic", "type": "single_label",
+                   "dataset": {"format": "jsonl", "path": str(keyword_data)}},
+                  {"name": "frames", "type": "multi_label", "threshold_tuning": "global",
+                   "dataset": {"format": "jsonl", "path": str(frames)}}],
+        "training": {"output_dir": str(root / "run"), "mode": "frozen", "precision": "fp32",
+                     "embedding_cache": str(root / "cache")}}
+    (root / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+    run_cli("-m", "train", "--config", str(root / "config.yaml"))
+    return root / "run" / "model"
+
+
+@pytest.fixture(scope="session")
+def predictions(tmp_path_factory) -> Path:
+    from tests.pages import write_predictions
+
+    return write_predictions(tmp_path_factory.mktemp("pred") / "predictions.jsonl", {
+        "bbc": {"Economic": 9, "Legality": 1}, "breitbart": {"Economic": 3, "Legality": 6},
+        "guardian": {"Economic": 5, "Legality": 8}}, undated=1)
+
+
+@pytest.fixture(scope="session")
+def page_server(page_model, predictions, tmp_path_factory):
+    from tests.pages import BODY_LIMIT
+    from tests.servers import start_service, stop_service
+
+    port = free_port()
+    proc = start_service(page_model, port, tmp_path_factory.mktemp("serve") / "log",
+                         "--precision", "fp32", "--max-body-bytes", str(BODY_LIMIT),
+                         "--profile", str(predictions))
+    yield port
+    stop_service(proc)

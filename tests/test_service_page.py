@@ -8,14 +8,11 @@ from __future__ import annotations
 import pytest
 
 from bench import screenshots as shots
-from tests import test_web_page as web
 from tests.conftest import request
 from tests.servers import free_port, start_service, stop_service
 from tests.test_web_page import ARTICLE, bars, text_of
 
-# That module's fixtures, used here too (a module-scoped fixture runs once per module).
-browser, page_model, page_server, predictions = (web.browser, web.page_model,
-                                                 web.page_server, web.predictions)
+# browser, page_model, page_server and predictions are session fixtures of conftest.py.
 
 try:
     from selenium.webdriver.common.by import By

@@ -1,6 +1,7 @@
 """The service's web page, end to end in a real headless Chromium (Debian's `chromium` and
 `chromium-driver`, driven by Selenium) against `article-classifier serve` running a tiny
-two-task model (topic + frames) trained for real in seconds.
+two-task model (topic + frames) trained for real in seconds. Its profile view is checked
+in tests/test_profile_page.py, against the same model and server.
 
 Outside CI, with no browser installed, the browser tests skip and say why; under CI
 (CI=true, where .ci/run installs chromium) a missing browser is a failure.
@@ -9,17 +10,14 @@ Outside CI, with no browser installed, the browser tests skip and say why; under
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 from bench import screenshots as shots
-from model.serving.profiles import framing_profile, read_predictions
-from tests.conftest import request, run_cli
-from tests.servers import free_port, start_service, stop_service
-from tests.test_frozen_and_lexical import write_frames_jsonl
+from tests.conftest import request
+from tests.pages import BODY_LIMIT, bars, text_of
 
 try:
     from selenium.webdriver.common.action_chains import ActionChains
@@ -30,85 +28,12 @@ except ImportError:  # the `browser` fixture says so, and skips or fails
 
 ARTICLE = ("Court ruling on the tax budget", "the judge said the court ruling on the tax "
            "budget and the cost of jobs and wages will go to appeal in the market")
-BODY_LIMIT = 20_000
+# Scripts and symbols the tiny tokenizer never saw: foreign even to its random encoder,
+# which tells articles apart by their tokens rather than their meaning.
+FOREIGN = "Москва 2024 — 17:45 №12345 ¿qué? 東京 ###### 0000 9999 ——— ★★★ ∑∫√ ¥€£"
 
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    found = shots.find_browser()
-    if isinstance(found, str):
-        if in_ci():
-            pytest.fail(f"CI must run the browser tests, but there is {found}")
-        print(f"\ntest_web_page: skipping the browser tests: {found}")
-        pytest.skip(found)
-    driver = shots.start_browser(tmp_path_factory.mktemp("chromium"))
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
-def page_model(tiny_encoder, keyword_data, tmp_path_factory) -> Path:
-    """Topic (single-label) and frames (multi-label) in one model, frozen-trained."""
-    root = tmp_path_factory.mktemp("page_model")
-    frames = write_frames_jsonl(root / "frames.jsonl", n=120)
-    config = {
-        "model": {"encoder": str(tiny_encoder), "max_length": 64, "stride": 8,
-                  "max_chunks": 8, "pooling": "mean"},
-        "tasks": [{"name": "topic", "type": "single_label",
-                   "dataset": {"format": "jsonl", "path": str(keyword_data)}},
-                  {"name": "frames", "type": "multi_label", "threshold_tuning": "global",
-                   "dataset": {"format": "jsonl", "path": str(frames)}}],
-        "training": {"output_dir": str(root / "run"), "mode": "frozen", "precision": "fp32",
-                     "embedding_cache": str(root / "cache")}}
-    (root / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
-    run_cli("-m", "train", "--config", str(root / "config.yaml"))
-    return root / "run" / "model"
-
-
-def write_predictions(path: Path, shares: dict[str, dict[str, int]], n: int = 10) -> Path:
-    """Prediction lines as `predict --keep source` writes them: per source, `shares[source]
-    [frame]` of its `n` articles carry the frame; one error line is left out."""
-    with open(path, "w") as handle:
-        for source, counts in shares.items():
-            for i in range(n):
-                labels = [f for f, k in counts.items() if i < k]
-                scores = {f: (0.9 if f in labels else 0.1) for f in counts}
-                handle.write(json.dumps({"id": f"{source}{i}", "source": source,
-                                         "frames": {"labels": labels, "scores": scores}})
-                             + "\n")
-        handle.write(json.dumps({"id": "bad", "source": "x", "error": "empty text"}) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictions(tmp_path_factory) -> Path:
-    return write_predictions(tmp_path_factory.mktemp("pred") / "predictions.jsonl", {
-        "bbc": {"Economic": 9, "Legality": 1}, "breitbart": {"Economic": 3, "Legality": 6},
-        "guardian": {"Economic": 5, "Legality": 8}})
-
-
-@pytest.fixture(scope="module")
-def page_server(page_model, predictions, tmp_path_factory):
-    port = free_port()
-    proc = start_service(page_model, port, tmp_path_factory.mktemp("serve") / "log",
-                               "--precision", "fp32", "--max-body-bytes", str(BODY_LIMIT),
-                               "--profile", str(predictions))
-    yield port
-    stop_service(proc)
-
-
-def text_of(driver, element_id: str) -> str:
-    return driver.find_element(By.ID, element_id).get_attribute("textContent").strip()
-
-
-def bars(driver, task: str) -> list[dict]:
-    return driver.execute_script(
-        "return [...document.querySelectorAll(`.task[data-task='${arguments[0]}'] li`)]"
-        ".map(li => ({...li.dataset}))", task)
+# The fixtures these tests use (browser, page_model, predictions, page_server) are in
+# tests/conftest.py, at session scope, shared with the other page tests.
 
 
 # --- without a browser: what the page is made of and how it is served ---------------------
@@ -132,30 +57,6 @@ def test_page_and_its_files_are_served_from_here_alone(page_server):
     for path in web.iterdir():
         text = path.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name
-
-
-def frame_labels(port) -> list[str]:
-    """The served model's frames labels: a profile has a column for each, no other."""
-    tasks = request(port, "GET", "/metadata")[1]["tasks"]
-    return next(t["labels"] for t in tasks if t["name"] == "frames")
-
-
-def test_profile_endpoint_reuses_the_profile_command(page_server, predictions):
-    expected, skipped = framing_profile(read_predictions(predictions), "source",
-                                        labels=frame_labels(page_server))
-    status, served = request(page_server, "GET", "/profile?by=source&task=frames")
-    assert status == 200 and served["rows"] == expected and served["skipped"] == skipped == 1
-    assert served["ignored_labels"] == 0
-    raw = predictions.read_bytes()
-    status, uploaded = request(page_server, "POST", "/profile", raw=raw)
-    assert status == 200 and uploaded["rows"] == expected
-    status, bad = request(page_server, "POST", "/profile", raw=raw + b"{not json\n")
-    assert status == 422 and ":32: malformed JSON" in bad["detail"]
-    status, bad = request(page_server, "POST", "/profile?task=topic", raw=raw)
-    assert status == 422 and "no 'topic' predictions" in bad["detail"]
-    status, bad = request(page_server, "POST", "/profile?by=count", raw=raw)
-    assert status == 422 and "cannot group by 'count'" in bad["detail"]
-    assert request(page_server, "POST", "/profile", raw=raw * 20)[0] == 413
 
 
 # --- in the browser ------------------------------------------------------------------------
@@ -284,6 +185,24 @@ def test_evidence_of_the_chosen_frame_is_marked(browser, page_server, tmp_path):
     shots.save_full_page(driver, tmp_path / "page-evidence.png")
 
 
+def test_article_unlike_the_training_articles_is_flagged_beside_the_labels(browser,
+                                                                             page_server):
+    """The answer's `domain` is drawn above the labels: a quiet line for an article like the
+    training ones (word salads of sport, business and frames), a flag for one unlike them."""
+    driver = browser
+    shots.open_page(driver, f"http://127.0.0.1:{page_server}")
+    for title, text in (ARTICLE, ("", FOREIGN)):
+        shots.classify(driver, title, text)
+        api = request(page_server, "POST", "/predict", {"title": title, "text": text})[1]
+        note = driver.find_element(By.CSS_SELECTOR, "#tasks > p.domain:first-child")
+        assert note.get_attribute("data-in-domain") == json.dumps(api["domain"]["in_domain"])
+        assert float(note.get_attribute("data-typicality")) == api["domain"]["typicality"]
+    assert api["domain"]["in_domain"] is False
+    assert note.text.startswith("Out of domain: this article is unlike the training articles "
+                                "(typicality ")
+    assert "out-of-domain" in note.get_attribute("class") and note.is_displayed()
+
+
 def test_saved_html_page_is_read_in_the_browser(browser, page_server, tmp_path):
     page = tmp_path / "story.html"
     page.write_text("<html><head><title>Judge rules on budget</title><style>p{}</style>"
@@ -324,51 +243,3 @@ def test_model_card_shows_tasks_labels_metrics_and_encoder(browser, page_server)
     assert [a.text for a in driver.find_elements(By.CSS_SELECTOR, "footer a")
             if a.is_displayed()] == ["/openapi.json", "/docs"]
     assert not driver.find_element(By.CSS_SELECTOR, "footer .key-note").is_displayed()
-
-
-def test_profile_view_draws_a_sortable_heatmap(browser, page_server, predictions, tmp_path):
-    driver, base = browser, f"http://127.0.0.1:{page_server}"
-    shots.open_page(driver, base, "profiles")
-    # The file given to `serve --profile` is drawn at once.
-    shots.wait_for(driver, "document.querySelectorAll('#heatmap tbody tr').length === 3")
-    expected, _ = framing_profile(read_predictions(predictions), "source",
-                                  labels=frame_labels(page_server))
-    cells = driver.execute_script(
-        "return [...document.querySelectorAll('#heatmap td.cell')].map(td => ["
-        "td.closest('tr').dataset.group, td.dataset.label, Number(td.dataset.count),"
-        " td.querySelector('.ci').textContent])")
-    assert cells == [[r["source"], r["label"], r["count"],
-                      f"{r['ci95_low']:.2f}–{r['ci95_high']:.2f}"] for r in expected]
-
-    # An uploaded file replaces it; sorting by a column, by mouse and by keyboard.
-    upload = write_predictions(tmp_path / "upload.jsonl", {
-        "a": {"Economic": 2, "Legality": 9}, "b": {"Economic": 7, "Legality": 4},
-        "c": {"Economic": 5, "Legality": 1}, "d": {"Economic": 8, "Legality": 0}}, n=10)
-    upload.write_text(upload.read_text() + json.dumps(
-        {"id": "e1", "source": "e", "frames": {"labels": [], "scores": {}}}) + "\n")
-    driver.find_element(By.ID, "profile-file").send_keys(str(upload))
-    driver.find_element(By.ID, "profile-submit").click()
-    shots.wait_for(driver, "document.querySelectorAll('#heatmap tbody tr').length === 5")
-    groups = lambda: driver.execute_script(  # noqa: E731
-        "return [...document.querySelectorAll('#heatmap tbody tr')].map(r => r.dataset.group)")
-    assert groups() == ["a", "b", "c", "d", "e"]
-    driver.find_element(By.CSS_SELECTOR, "th[data-key='Economic'] button").click()
-    assert groups() == ["d", "b", "c", "a", "e"]
-    assert driver.find_element(By.CSS_SELECTOR, "th[data-key='Economic']").get_attribute(
-        "aria-sort") == "descending"
-    driver.switch_to.active_element.send_keys(Keys.ENTER)  # focus stayed on that button
-    assert groups() == ["e", "a", "c", "b", "d"]
-    legality = driver.find_element(By.CSS_SELECTOR, "th[data-key='Legality'] button")
-    legality.send_keys(Keys.ENTER)
-    assert groups() == ["a", "b", "c", "d", "e"]  # d and e tie at 0: by name
-    assert "Sorted by Legality, highest first." in text_of(driver, "profile-status")
-    shots.save_full_page(driver, tmp_path / "page-profiles.png")
-
-    too_big = tmp_path / "big.jsonl"
-    too_big.write_text(predictions.read_text() * 20)
-    driver.find_element(By.ID, "profile-file").send_keys(str(too_big))
-    driver.find_element(By.ID, "profile-submit").click()
-    shots.wait_for(driver, "document.getElementById('profile-error').textContent"
-                           ".includes('HTTP 413')")
-    assert f"larger than the service accepts ({BODY_LIMIT} bytes" in text_of(
-        driver, "profile-error")

@@ -1,4 +1,5 @@
-// One /predict answer drawn: each single-label task as its label and probability, each
+// One /predict answer drawn: how typical the article is of the training articles (a flag
+// when it is unlike them), each single-label task as its label and probability, each
 // multi-label task as a ranked bar chart with the thresholds that decided it, and the
 // article text with the evidence passages of the selected label marked.
 //
@@ -93,8 +94,31 @@ function multiLabel(task, answer, options) {
   ]);
 }
 
+// How typical the article is of the training articles (`domain` of the answer; a model
+// saved before it was stored gives none, and nothing is drawn). Typicality is the share of
+// held-out training articles farther from the training set than this one, so 3% means
+// nearly all of them are closer. Out of domain, the labels are still the model's best
+// guess among the ones it knows, which may not fit the article: the flag says so first.
+function domainNote(domain) {
+  if (!domain || typeof domain.typicality !== "number") return null;
+  const value = Number(domain.typicality);
+  const shown = `typicality ${value.toFixed(value > 0 && value < 1 ? 1 : 0)}%`;
+  const inDomain = domain.in_domain !== false;
+  const words = inDomain
+    ? [el("strong", {}, "In domain: "), `this article is like the training articles (${shown}).`]
+    : [el("strong", {}, "Out of domain: "), `this article is unlike the training articles ` +
+      `(${shown}); its labels are the nearest of those the model knows and may not fit it.`];
+  return el("p", {
+    class: inDomain ? "domain" : "domain out-of-domain", role: inDomain ? null : "note",
+    "data-in-domain": String(inDomain), "data-typicality": String(value),
+    title: "Typicality: the share of held-out training articles that lie farther from " +
+      "the training articles than this one.",
+  }, words);
+}
+
 export function renderPrediction(container, prediction, metadata, options) {
-  container.replaceChildren(...tasksOf(prediction, metadata)
+  const note = domainNote(prediction.domain);
+  container.replaceChildren(...(note ? [note] : []), ...tasksOf(prediction, metadata)
     .filter((task) => prediction[task.name])
     .map((task) => (task.type === "multi_label"
       ? multiLabel(task, prediction[task.name], options)

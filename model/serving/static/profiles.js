@@ -1,10 +1,13 @@
 // The per-source profile view: a predictions JSONL (uploaded, or the file the service was
 // started with, `serve --profile FILE`) profiled by the service's /profile, which runs
 // the same code as `article-classifier profile`, drawn as a sortable source x label
-// heatmap table with counts and 95% intervals in each cell.
+// heatmap table: in each cell the share corrected for the classifier's errors, its 95%
+// interval and the raw count. With a period chosen, trend lines of one source follow
+// (trends.js), from a second /profile call with `over`.
 
 import { callApi, limits, say } from "./api.js";
 import { el } from "./dom.js";
+import { periodsOf, trendGroups, trendPanels } from "./trends.js";
 
 // viridis, as profile.png draws it, so the web UI and the command's picture agree.
 const STOPS = [[0, [68, 1, 84]], [0.25, [59, 82, 139]], [0.5, [33, 145, 140]],
@@ -18,9 +21,26 @@ function colour(share) {
   return `rgb(${ca.map((c, k) => Math.round(c + t * (cb[k] - c))).join(",")})`;
 }
 
+// How each method estimates a share, in the words of `profile`'s profile.md
+// (model/profiles/output.py), for the line above the heatmap.
+const METHODS = {
+  pcc: "probabilistic classify and count (the mean calibrated score)",
+  cc: "classify and count (the raw share, not corrected)",
+  acc: "adjusted classify and count (the raw share adjusted by the model's held-out " +
+    "error rates)",
+  pacc: "probabilistic adjusted classify and count (the mean score adjusted by the " +
+    "model's held-out scores)",
+  sld: "EM prior adjustment of the calibrated scores (Saerens et al. 2002)",
+};
+
 const $ = (id) => document.getElementById(id);
 let profile = null;                       // the last answer of /profile
+let trend = null;                         // ... and of /profile with `over`, if chosen
 let order = { key: "name", descending: false };
+// What was last asked for: "server" or the uploaded File. A new method or period asks
+// again for it, even when it failed (an upload refused under pcc, redone with cc).
+let current = null;
+let generation = 0;                       // a newer request makes an older answer stale
 
 function groupsOf(answer) {
   const groups = new Map();
@@ -57,19 +77,32 @@ function header(key, text) {
     "aria-sort": active ? (order.descending ? "descending" : "ascending") : "none" }, button);
 }
 
+// A cell reads "0.38 (0.31–0.45) · 12 of 30 counted": the corrected share (also its
+// colour), its interval, and how many articles the model's own decisions gave the label.
+// The separators are text, so the cell reads as one phrase to a screen reader too.
 function cell(row) {
   const td = el("td", { class: "cell", "data-label": row.label, "data-share": String(row.share),
     "data-count": String(row.count) }, [
-    el("span", { class: "share" }, row.share.toFixed(2)),
-    el("span", { class: "count" }, `${row.count}/${row.articles}`),
-    el("span", { class: "ci" }, `${row.ci95_low.toFixed(2)}–${row.ci95_high.toFixed(2)}`),
+    el("span", { class: "share" }, row.share.toFixed(2)), " ",
+    el("span", { class: "interval" }, ["(", el("span", { class: "ci" },
+      `${row.ci95_low.toFixed(2)}–${row.ci95_high.toFixed(2)}`), ")"]),
+    el("span", { class: "sep" }, " · "),
+    el("span", { class: "count" }, `${row.count} of ${row.articles} counted`),
   ]);
   td.style.backgroundColor = colour(row.share);
   td.style.color = row.share < 0.6 ? "#fff" : "#000";
-  td.title = `${row.label}: ${row.count} of ${row.articles} articles ` +
-    `(${(100 * row.share).toFixed(0)}%; 95% interval ${row.ci95_low.toFixed(2)} to ` +
-    `${row.ci95_high.toFixed(2)})`;
+  td.title = `${row.label}: estimated share ${row.share.toFixed(2)}, 95% interval ` +
+    `${row.ci95_low.toFixed(2)} to ${row.ci95_high.toFixed(2)} (${row.method}); the ` +
+    `model's decisions gave it to ${row.count} of ${row.articles} articles`;
   return td;
+}
+
+function methodLine(method) {
+  const how = METHODS[method] || method;
+  return (method === "cc" ? `Shares by ${how}` : `Shares corrected for the classifier's ` +
+    `errors by ${how}`) + `, method ${method}. In brackets: the 95% interval, a bootstrap ` +
+    "that carries the classifier's errors. Then the raw count: how many of the group's " +
+    "articles the model's decisions gave the label.";
 }
 
 function draw() {
@@ -84,12 +117,40 @@ function draw() {
     ])));
   $("heatmap-caption").textContent = `${profile.task} by ${profile.by}, from ` +
     `${profile.source}`;
+  $("heatmap-method").textContent = methodLine(profile.method);
   const skipped = profile.skipped === 1 ? "1 line" : `${profile.skipped} lines`;
   $("heatmap-summary").textContent = `${profile.articles} articles in ${profile.groups} ` +
-    `groups${profile.skipped ? `; ${skipped} without a prediction left out` : ""}. Each ` +
-    "cell: the share of the group's articles given the label, the count, and the 95% " +
-    "Wilson interval. Sort by any column: click its heading, or Tab to it and press Enter.";
+    `groups${profile.skipped ? `; ${skipped} without a prediction left out` : ""}. ` +
+    "Sort by any column: click its heading, or Tab to it and press Enter.";
   $("heatmap-wrap").hidden = false;
+}
+
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+// The trend panels of the source chosen in #trend-source (kept when it is still there).
+function drawTrends() {
+  if (!trend) {
+    $("trends-wrap").hidden = true;
+    return;
+  }
+  const groups = trendGroups(trend);
+  const select = $("trend-source");
+  const chosen = groups.some((g) => g.name === select.value) ? select.value : groups[0].name;
+  select.replaceChildren(...groups.map((g) => el("option", { value: g.name },
+    `${g.name} (${plural(g.articles, "dated article", "dated articles")})`)));
+  select.value = chosen;
+  const periods = periodsOf(trend);
+  $("trends-summary").textContent = `${chosen}: the share of its articles given each label` +
+    ` by ${trend.over} (the line, corrected by ${trend.method} as above) and its 95% ` +
+    `interval (the band), over ${plural(periods.length, trend.over, `${trend.over}s`)} ` +
+    `from ${periods[0]} to ${periods.at(-1)}. Hover a point for its numbers.`;
+  $("trends-undated").textContent = trend.undated
+    ? `${plural(trend.undated, "article", "articles")} without a usable date ` +
+      `${trend.undated === 1 ? "was" : "were"} left out of the trends (give predict ` +
+      "--keep date, or a date field in the input)."
+    : "Every article has a date.";
+  $("trends").replaceChildren(...trendPanels(trend, chosen));
+  $("trends-wrap").hidden = false;
 }
 
 function sortBy(key) {
@@ -102,29 +163,59 @@ function sortBy(key) {
   $("heatmap").querySelector(`th[data-key="${CSS.escape(key)}"] button`).focus();
 }
 
-function query() {
+function query(over) {
   const params = new URLSearchParams({ by: $("profile-by").value.trim(),
-    task: $("profile-task").value.trim() });
+    task: $("profile-task").value.trim(), method: $("profile-method").value });
+  if (over) params.set("over", over);
   return params.toString();
 }
 
-async function load(request, doing) {
+// One /profile call for `source` ("server", or an uploaded File).
+function ask(source, over) {
+  if (source === "server") return callApi(`profile?${query(over)}`);
+  return callApi(`profile?${query(over)}`, { method: "POST", body: source,
+    type: "application/x-ndjson", what: "file" });
+}
+
+// Profile `source` (and its trends when a period is chosen) and draw it; `first` is an
+// answer already in hand (the server's file, fetched at start).
+async function load(source, doing, first = null) {
+  const mine = ++generation;
+  const over = $("profile-over").value;
+  current = source;
   say($("profile-error"), "");
   say($("profile-status"), doing);
   try {
-    profile = await request();
+    const answer = first || await ask(source, null);
+    if (mine !== generation) return false;
+    profile = answer;
     order = { key: "name", descending: false };
     draw();
-    const unknown = profile.groups === 1 && profile.rows[0][profile.by] === "(unknown)";
-    say($("profile-status"), `Profile of ${profile.source}: ${profile.groups} groups, ` +
-      `${profile.labels.length} labels.` + (unknown ? ` No line has a '${profile.by}' ` +
-      "field: was it kept with predict --keep?" : ""));
-    return true;
   } catch (err) {
+    if (mine !== generation) return false;
     say($("profile-status"), "");
     say($("profile-error"), err.message);
     return false;
   }
+  // The heatmap stands on its own: trends that cannot be drawn (no dated line) only
+  // say why, below it.
+  let trendError = "";
+  try {
+    trend = over ? await ask(source, over) : null;
+  } catch (err) {
+    trend = null;
+    trendError = `No trends by ${over}: ${err.message} Do the lines carry a date ` +
+      "(predict --keep date)?";
+  }
+  if (mine !== generation) return false;
+  drawTrends();
+  const unknown = profile.groups === 1 && profile.rows[0][profile.by] === "(unknown)";
+  say($("profile-status"), `Profile of ${profile.source}: ${profile.groups} groups, ` +
+    `${profile.labels.length} labels, shares by ${profile.method}` + (trend ? `, trends ` +
+    `over ${plural(periodsOf(trend).length, over, `${over}s`)}` : "") + "." +
+    (unknown ? ` No line has a '${profile.by}' field: was it kept with predict --keep?` : ""));
+  say($("profile-error"), trendError);
+  return true;
 }
 
 async function upload(event) {
@@ -135,8 +226,14 @@ async function upload(event) {
     $("profile-file").focus();
     return;
   }
-  await load(() => callApi(`profile?${query()}`, { method: "POST", body: file,
-    type: "application/x-ndjson", what: "file" }), `Profiling ${file.name}…`);
+  await load(file, `Profiling ${file.name}…`);
+}
+
+// A new method or period redraws what is shown, from the same file.
+function reload() {
+  if (current === null) return;
+  const name = current === "server" ? "the server's predictions file" : current.name;
+  load(current, `Profiling ${name} again…`);
 }
 
 let started = false;
@@ -161,15 +258,16 @@ export async function startProfiles(metadata) {
       say($("profile-error"), "");
     }
   });
-  const fromServer = () => load(() => callApi(`profile?${query()}`),
-    "Profiling the server's predictions file…");
-  $("profile-server").addEventListener("click", fromServer);
+  $("profile-server").addEventListener("click",
+    () => load("server", "Profiling the server's predictions file…"));
+  $("profile-method").addEventListener("change", reload);
+  $("profile-over").addEventListener("change", reload);
+  $("trend-source").addEventListener("change", drawTrends);
   // A 404 only means the service was started without --profile: say nothing then.
   try {
-    await callApi(`profile?${query()}`).then((answer) => {
-      $("profile-server").hidden = false;
-      return load(async () => answer, "");
-    });
+    const answer = await ask("server", null);
+    $("profile-server").hidden = false;
+    await load("server", "", answer);
   } catch (err) {
     if (err.status !== 404) say($("profile-error"), err.message);
   }
