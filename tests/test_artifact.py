@@ -20,10 +20,14 @@ def artifact_copy(keyword_run, tmp_path):
 
 def test_artifact_records_everything_inference_needs(keyword_run):
     doc = json.loads((keyword_run / "model" / "config.json").read_text())
-    assert doc["format_version"] == 2
-    assert doc["tasks"] == [{"name": "topic", "type": "single_label",
-                             "labels": ["business", "sport"], "thresholds": None,
-                             "lexical_weight": None}]
+    assert doc["format_version"] == 3
+    task = doc["tasks"][0]
+    assert {k: task[k] for k in ("name", "type", "labels", "thresholds", "lexical_weight")} == {
+        "name": "topic", "type": "single_label", "labels": ["business", "sport"],
+        "thresholds": None, "lexical_weight": None}
+    # Calibrated on the validation split, with its error counts for profiles.
+    assert task["calibration"]["method"] in ("none", "temperature")
+    assert task["heldout"]["articles"] == sum(task["heldout"]["positives"]) > 0
     assert doc["model"]["text_prefix"] == "" and doc["model"]["token_pooling"] == "mean"
     assert doc["model"]["max_length"] == 64 and doc["model"]["pooling"] == "mean"
     assert doc["encoder_config"]["hidden_size"] == 32

@@ -91,6 +91,7 @@ def test_the_key_follows_the_encoder_in_memory_not_the_files(model_copy, graph_c
     assert cosine.min() >= 0.99, cosine.min()
 
 
+@pytest.mark.slow  # 13-20 s: make test-slow (and CI) runs it
 def test_quiet_prints_nothing_while_building(model_copy, graph_cache, tmp_path, capfd):
     capfd.readouterr()
     clf = load_classifier(model_copy, backend="openvino", quiet=True)

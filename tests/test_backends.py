@@ -136,6 +136,7 @@ def test_sequence_buckets_give_the_same_states(trained_run, graph_cache):
     assert long[:, :40].numpy() == pytest.approx(short.numpy(), abs=1e-4)
 
 
+@pytest.mark.slow  # 13-20 s: make test-slow (and CI) runs it
 def test_calibrate_gives_an_old_model_the_int8_backend(model_copy, graph_cache, tmp_path):
     (model_copy / CALIBRATION_NAME).unlink()
     src = tmp_path / "articles.txt"

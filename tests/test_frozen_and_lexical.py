@@ -132,6 +132,7 @@ def test_predict_cli_and_service_serve_the_mixed_model(frozen_run, tmp_path):
         stop_service(proc)
 
 
+@pytest.mark.slow  # 13-20 s: make test-slow (and CI) runs it
 def test_embedding_cache_is_reused_and_keyed_by_settings(tiny_encoder, frames_data, frozen_run,
                                                          tmp_path):
     out, cache = frozen_run

@@ -140,6 +140,7 @@ def test_module_entry_point(trained_run, tmp_path):
     assert read_jsonl(tmp_path / "out" / "p.jsonl")[0]["id"] == "q"
 
 
+@pytest.mark.slow  # 13-20 s: make test-slow (and CI) runs it
 def test_max_chunks_caps_the_windows_read(trained_run, tmp_path):
     """`--max-chunks` reads fewer windows of a long article, and says so in the output."""
     long_text = " ".join(bbc_texts(40))  # far more than 8 windows of 64 tokens

@@ -165,25 +165,32 @@ def test_methods_needing_error_estimates_say_so():
     assert profile_predictions(unscored, "source", method="cc", draws=0).rows[0]["share"] == 1
 
 
-def test_profile_command_over_time_and_compared(joint_run, tmp_path):
-    """The command with the model's error estimates, trends and comparisons."""
+def test_profile_command_over_time_and_compared(keyword_run, tmp_path):
+    """The command with the model's error estimates (a tiny model trained for real),
+    trends and comparisons."""
     rng = np.random.default_rng(4)
     path = tmp_path / "pred.jsonl"
-    labels = json.loads((joint_run / "model" / "config.json").read_text())["tasks"][1]["labels"]
+    labels = json.loads((keyword_run / "model" / "config.json").read_text())["tasks"][0]["labels"]
     with open(path, "w") as handle:
         for i in range(120):
-            scores = {label: float(rng.random()) for label in labels}
+            p = float(rng.random())
             handle.write(json.dumps({
                 "source": "ab"[i % 2], "date": f"2020-{1 + i % 3:02d}-15",
-                "frames": {"labels": [labels[0]], "scores": scores}}) + "\n")
+                "topic": {"label": labels[int(p < 0.5)], "score": max(p, 1 - p),
+                          "probabilities": {labels[0]: 1 - p, labels[1]: p}}}) + "\n")
+        handle.write(json.dumps({"source": "a", "topic": {"label": labels[0], "score": 0.9,
+                     "probabilities": {labels[0]: 0.9, labels[1]: 0.1}}}) + "\n")
     out = tmp_path / "out"
-    proc = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--model",
-                   str(joint_run / "model"), "--method", "acc", "--over", "month",
+    proc = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--task", "topic",
+                   "--model", str(keyword_run / "model"), "--method", "acc", "--over", "month",
                    "--compare", "a", "b", "--draws", "200", "--out", str(out))
-    assert "by acc" in proc.stderr and "0 undated" in proc.stderr
+    assert "by acc" in proc.stderr and "1 undated lines left out" in proc.stderr
     assert (out / "trends.csv").read_text().count("\n") == 1 + 2 * 3 * len(labels)
     assert (out / "trends" / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "comparisons.csv").read_text().count("\n") == 1 + len(labels)
-    bad = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--compare",
-                  "a", "zzz", "--out", str(out), check=False)
+    bad = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--task", "topic",
+                  "--compare", "a", "zzz", "--out", str(out), check=False)
     assert bad.returncode == 2 and "no group 'zzz'" in bad.stderr
+    bad = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--task", "topic",
+                  "--method", "sld", "--out", str(out), check=False)
+    assert bad.returncode == 2 and "needs the model's held-out error estimates" in bad.stderr

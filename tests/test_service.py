@@ -128,16 +128,16 @@ def test_profile_uploads_are_limited_and_must_be_utf8(server):
     # whether the upload declares its length or is sent in chunks.
     line = json.dumps({"source": "a", "topic": {"label": "sport", "score": 0.9}}) + "\n"
     raw = (line * (30000 // len(line) + 1)).encode()
-    status, out = request(server, "POST", "/profile?task=topic", raw=raw)
+    status, out = request(server, "POST", "/profile?task=topic&method=cc", raw=raw)
     assert status == 413 and "20000 bytes" in out["detail"]
-    status, out = chunked_post(server, raw, pieces=8, path="/profile?task=topic")
+    status, out = chunked_post(server, raw, pieces=8, path="/profile?task=topic&method=cc")
     assert status == 413 and "20000 bytes" in out["detail"]
     status, out = chunked_post(server, (line * 100).encode(), pieces=7,
-                               path="/profile?task=topic")
+                               path="/profile?task=topic&method=cc")
     assert status == 200 and out["articles"] == 100
     # Bytes that are not UTF-8 are a 422 naming the first bad one.
     good, start = line.encode() * 3, b'{"source": "'
-    status, out = request(server, "POST", "/profile?task=topic",
+    status, out = request(server, "POST", "/profile?task=topic&method=cc",
                           raw=good + start + b'\xff"}\n')
     assert status == 422
     assert out["detail"] == f"the upload is not UTF-8 text (byte {len(good) + len(start)})"

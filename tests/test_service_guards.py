@@ -158,13 +158,14 @@ def test_metadata_and_health_agree_on_the_served_max_chunks(bounded):
 
 
 def prediction_lines(rows) -> bytes:
+    """Lines with labels but no scores per label: profiled by counting (method=cc)."""
     return "".join(json.dumps({"source": s, "topic": {"label": label, "score": 0.9}}) + "\n"
                    for s, label in rows).encode()
 
 
 def test_profile_counts_only_the_models_labels(bounded):
     rows = [(f"src{i % 30}", ["sport", "business", f"new-label-{i}"][i % 3]) for i in range(90)]
-    status, out = request(bounded, "POST", "/profile?by=source&task=topic",
+    status, out = request(bounded, "POST", "/profile?by=source&task=topic&method=cc",
                           raw=prediction_lines(rows))
     assert status == 200, out
     assert out["labels"] == ["business", "sport"] and out["groups"] == 30
@@ -178,9 +179,9 @@ def test_profile_refuses_more_groups_than_its_bound(bounded):
     # A new source and a new label on every line: the cross product the bound prevents.
     # The default bound, 500 groups (--max-profile-groups sets it).
     raw = prediction_lines((f"source-{i}", f"label-{i}") for i in range(520))
-    status, out = request(bounded, "POST", "/profile?by=source&task=topic", raw=raw)
+    status, out = request(bounded, "POST", "/profile?by=source&task=topic&method=cc", raw=raw)
     assert status == 422 and "more than 500 distinct values of 'source'" in out["detail"]
-    status, out = request(bounded, "POST", "/profile?by=source&task=nope", raw=raw)
+    status, out = request(bounded, "POST", "/profile?by=source&task=nope&method=cc", raw=raw)
     assert status == 422 and "no task 'nope'" in out["detail"]
 
 
@@ -193,13 +194,13 @@ def test_a_large_profile_upload_is_counted_as_it_arrives(bounded):
     rows = [(f"src{i % 50}", ("sport", "business", "sport")[i % 3]) for i in range(140_000)]
     raw = prediction_lines(rows)
     assert 8_500_000 < len(raw) < 10 * 2**20  # near the body limit, under it
-    assert request(bounded, "POST", "/profile?by=source&task=topic",
+    assert request(bounded, "POST", "/profile?by=source&task=topic&method=cc",
                    raw=prediction_lines(rows[:1000]))[0] == 200  # warm the code paths
     # Reset the service's peak memory (Linux: clear_refs 5), then upload.
     with open(f"/proc/{bounded.pid}/clear_refs", "w") as handle:
         handle.write("5")
     before = memory_kib(bounded.pid, "VmRSS")
-    status, out = request(bounded, "POST", "/profile?by=source&task=topic", raw=raw)
+    status, out = request(bounded, "POST", "/profile?by=source&task=topic&method=cc", raw=raw)
     grew = (memory_kib(bounded.pid, "VmHWM") - before) * 1024
     assert status == 200, out
     assert out["articles"] == 140_000 and out["groups"] == 50
@@ -235,8 +236,8 @@ def test_profile_command_streams_and_caps_groups(tmp_path):
     path = tmp_path / "pred.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     proc = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--max-groups",
-                   "10", "--out", str(tmp_path / "out"), check=False)
+                   "10", "--method", "cc", "--out", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2 and "more than 10 distinct values of 'source'" in proc.stderr
-    run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--out",
-            str(tmp_path / "out"))
+    run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--method", "cc",
+            "--out", str(tmp_path / "out"))
     assert (tmp_path / "out" / "profile.csv").read_text().count("\n") == 1 + 40 * 4

@@ -83,6 +83,7 @@ def test_window_draws_depend_on_seed_epoch_and_article_only():
     assert [a[i]["windows"] for i in range(3)] != drawn
 
 
+@pytest.mark.slow  # 13-20 s: make test-slow (and CI) runs it
 def test_attention_pooling_trained_saved_and_reloaded(tiny_encoder, keyword_data, tmp_path):
     out = tmp_path / "attention"
     run_cli("-m", "train", "--config", "configs/bbc_topic_finetune.yaml",

@@ -40,7 +40,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CALIBRATION_NAME = "calibration.safetensors"
 # 2: ModelConfig.text_prefix, TaskSpec.lexical_weight and the lexical.* files.
-FORMAT_VERSION = 2
+# 3: TaskSpec.calibration and TaskSpec.heldout, and domain.safetensors (older artifacts
+# load without them: served uncalibrated, no domain entry).
+FORMAT_VERSION = 3
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth")
 
 

@@ -188,12 +188,12 @@ class ArticleClassifier:
         return answer(self, embeddings, encoded, lexical_probs)
 
     def mix(self, logits: dict[str, np.ndarray], encoded: list[EncodedArticle],
-            lexical_probs: dict[str, np.ndarray] | None = None
+            lexical_probs: dict[str, np.ndarray] | None = None, calibrated: bool = True
             ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Per task: the probabilities served, the network's alone, and the lexical
         model's (None without one); served = calibrated(w * lexical + (1 - w) * network).
         `lexical_probs`: the lexical models' probabilities of `encoded` where the caller
-        already has them."""
+        already has them; `calibrated=False` leaves out the calibration (for ranking)."""
         out = {}
         for task in self.tasks:
             values = torch.from_numpy(logits[task.name])
@@ -210,7 +210,8 @@ class ArticleClassifier:
                 probs = weight * lexical + (1.0 - weight) * network
             # Served scores are calibrated (model/core/calibration.py): a monotone map per
             # label, so the thresholds, tuned on calibrated scores, apply to these.
-            probs = apply_calibration(task.calibration, probs, task.type)
+            if calibrated:
+                probs = apply_calibration(task.calibration, probs, task.type)
             out[task.name] = (probs.astype(np.float32), network, lexical)
         return out
 

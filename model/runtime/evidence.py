@@ -306,7 +306,7 @@ def explain(clf, encoded: list, originals: list[str], batch_size: int = 32,
     trust = None if domain is None else clf.domain.lexical_trust(domain)
     units = [split_passages(article.text) or [(0, len(article.text))] for article in encoded]
     if method == "sentences":
-        alone = sentence_probabilities(clf, encoded, units, batch_size)
+        alone = sentence_probabilities(clf, encoded, units, batch_size, trust)
     out, first = [], 0
     for a, article in enumerate(encoded):
         rows = slice(first, first + len(article.windows))
@@ -365,13 +365,27 @@ def window_weights(network, task: TaskSpec, embeddings: torch.Tensor,
 
 
 def sentence_probabilities(clf, encoded: list, units: list[list[tuple[int, int]]],
-                           batch_size: int) -> list[dict[str, np.ndarray]]:
-    """The served probabilities of each passage read on its own (its first window)."""
+                           batch_size: int, trust: np.ndarray | None = None
+                           ) -> list[dict[str, np.ndarray]]:
+    """Each passage's probabilities read on its own (its first window), for ranking the
+    passages of an article: mixed with the lexical share its article is served with
+    (`trust`), not by a passage's own typicality (a sentence alone is rarely typical of
+    whole articles, and passages of one article must be scored alike), and before
+    calibration (a monotone map per label, so the order is the same, without the ties a
+    calibration's flat steps and bounds would make)."""
     texts = [article.text[s:e] for article, spans in zip(encoded, units) for s, e in spans]
     config = clf.config
     pieces = chunk_articles(clf.tokenizer, texts, config.max_length, config.stride, 1,
                             config.text_prefix or "")
-    probs = clf.probabilities(pieces, batch_size)
+    logits = clf.score(clf.embed_windows(pieces, batch_size), pieces)
+    share = np.ones(len(pieces)) if trust is None else np.repeat(
+        np.asarray(trust, dtype=float), [len(spans) for spans in units])
+    probs, mixed = {}, clf.mix(logits, pieces, calibrated=False)
+    for task in clf.tasks:
+        _, network, lexical = mixed[task.name]
+        weight = (task.lexical_weight or 0.0) * share[:, None]
+        probs[task.name] = (network if lexical is None
+                            else weight * lexical + (1.0 - weight) * network)
     out, first = [], 0
     for spans in units:
         out.append({name: p[first:first + len(spans)] for name, p in probs.items()})
