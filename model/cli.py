@@ -23,7 +23,7 @@ from model.inputs.records import iter_articles
 from model.profiles import model_task, profile_predictions
 from model.profiles.compare import compare
 from model.profiles.output import write_comparisons, write_profile, write_trends
-from model.profiles.quantify import DEFAULT_METHOD, DRAWS
+from model.profiles.quantify import DEFAULT_METHOD, DRAWS, MAX_DRAWS
 from model.profiles.quantify import METHODS as PROFILE_METHODS
 from model.profiles.reading import PERIODS, read_predictions
 from model.profiles.tally import DOMAIN_RULES
@@ -320,18 +320,26 @@ def run_profile(args) -> int:
     path, out = Path(args.predictions), Path(args.out)
     title = f"{args.task} by {args.by}: {path.name}"
 
+    comparing = bool(args.compare or args.compare_all)
+
     def run(over):
         found = profile_predictions(read_predictions(path), args.by, args.task, labels,
                                     heldout, args.method, over, args.out_of_domain,
-                                    args.draws, args.max_groups)
+                                    args.draws, args.max_groups,
+                                    keep_replicates=comparing and over is None)
+        if not found.rows and over is not None:
+            raise ValueError(f"{path}: no line has a usable `date` for --over {over} "
+                             f"({found.tally.undated} undated)")
         if not found.rows:
             raise ValueError(f"{path}: no {args.task!r} predictions to profile "
                              f"({found.tally.skipped} lines without one)")
         return found
 
+    if not 0 <= args.draws <= MAX_DRAWS:
+        raise ValueError(f"--draws must be in [0, {MAX_DRAWS}], got {args.draws}")
     found = run(None)
     paths = write_profile(found.rows, args.by, out, title)
-    if args.compare or args.compare_all:
+    if comparing:
         pairs = None if args.compare_all else [tuple(pair) for pair in args.compare]
         paths += write_comparisons(compare(found.estimates, args.by, pairs), out, args.method)
     tally = found.tally

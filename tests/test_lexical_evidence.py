@@ -15,10 +15,10 @@ from sklearn.linear_model import LogisticRegression
 
 from model.core.lexical import LexicalModel
 from model.core.tasks import SINGLE_LABEL
-from model.runtime.evidence import (
+from model.runtime.evidence import split_passages
+from model.runtime.lexical_terms import (
     lexical_contributions,
     prefix_contributions,
-    split_passages,
     word_ngram_ends,
 )
 from tests.conftest import bbc_texts

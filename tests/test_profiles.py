@@ -136,7 +136,8 @@ def test_comparisons_flag_a_real_difference_and_not_noise():
     for source, share in (("high", 0.8), ("low", 0.2), ("same1", 0.5), ("same2", 0.5)):
         scores, _ = calibrated_articles(rng, 150, share)
         lines += lines_of(scores, source)
-    found = profile_predictions(lines, "source", labels=LABELS, draws=1000)
+    found = profile_predictions(lines, "source", labels=LABELS, draws=1000,
+                                keep_replicates=True)
     rows = compare(found.estimates, "source")
     assert len(rows) == 6 * 2
     flagged = {(r["a"], r["b"]) for r in rows if r["flagged"] and r["label"] == "A"}
@@ -194,3 +195,29 @@ def test_profile_command_over_time_and_compared(keyword_run, tmp_path):
     bad = run_cli("-m", "model.cli", "profile", str(path), "--by", "source", "--task", "topic",
                   "--method", "sld", "--out", str(out), check=False)
     assert bad.returncode == 2 and "needs the model's held-out error estimates" in bad.stderr
+
+
+def test_bad_lines_and_broken_stored_estimates_are_named():
+    good = {"source": "a", "frames": {"labels": ["A"], "scores": {"A": 0.6, "B": 0.1}}}
+    for bad, message in (
+            ({"source": "a", "domain": "yes", "frames": good["frames"]}, "`domain` must be"),
+            ({"source": "a", "frames": {"labels": ["A"], "scores": {"A": 1.2}}},
+             "scores must map labels to numbers in \\[0, 1\\]")):
+        with pytest.raises(ValueError, match=f"prediction line 2: .*{message}"):
+            profile_predictions([good, bad], "source", labels=LABELS)
+    from model.core.calibration import check_calibration
+    from model.core.heldout import check_heldout
+
+    heldout = held_out(np.random.default_rng(5))
+    check_heldout(heldout, 2)
+    for broken in ({**heldout, "articles": 0}, {**heldout, "tp": [10**6, 0]},
+                   {k: v for k, v in heldout.items() if k != "fp"}):
+        with pytest.raises(ValueError, match="heldout"):
+            check_heldout(broken, 2)
+    for broken in ({"method": "temperature", "temperature": float("inf")},
+                   {"method": "isotonic", "x": [[0.0, 1.0], [0.0]], "y": [[0.0, 1.0], [0.0, 1.0]]},
+                   {"method": "platt", "slope": [1.0, "a"], "intercept": [0.0, 0.0]}):
+        with pytest.raises(ValueError, match="calibration"):
+            check_calibration(broken, 2, "multi_label")
+    with pytest.raises(ValueError, match="draws must be"):
+        profile_predictions([good], "source", labels=LABELS, draws=-5)

@@ -80,18 +80,33 @@ def check_calibration(calibration: dict | None, n_labels: int, task_type: str) -
         raise ValueError(f"calibration must name a method among {METHODS}, got "
                          f"{calibration!r}"[:200])
     method = calibration["method"]
+
+    def finite(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and bool(np.isfinite(value))
+
     if method == "temperature":
         t = calibration.get("temperature")
-        if not isinstance(t, (int, float)) or not t > 0:
-            raise ValueError(f"calibration temperature must be > 0, got {t!r}")
+        if not finite(t) or not t > 0:
+            raise ValueError(f"calibration temperature must be a finite number > 0, got {t!r}")
     elif method in ("platt", "isotonic"):
         if task_type == SINGLE:
             raise ValueError(f"calibration {method!r} is per label: multi-label tasks only")
         keys = ("slope", "intercept") if method == "platt" else ("x", "y")
         for key in keys:
-            if len(calibration.get(key) or []) != n_labels:
+            values = calibration.get(key)
+            if not isinstance(values, list) or len(values) != n_labels:
                 raise ValueError(f"calibration {method!r}: {key!r} needs one entry per "
                                  f"label ({n_labels})")
+        if method == "platt" and not all(finite(v) for key in keys for v in calibration[key]):
+            raise ValueError("calibration 'platt': slopes and intercepts must be finite numbers")
+        if method == "isotonic":
+            for j, (x, y) in enumerate(zip(calibration["x"], calibration["y"])):
+                if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) \
+                        or not x or not all(finite(v) for v in (*x, *y)) \
+                        or any(b < a for a, b in zip(x, x[1:])):
+                    raise ValueError(f"calibration 'isotonic': label {j} needs knots x "
+                                     "(ascending) and y of one length, finite numbers")
 
 
 # ---- fitting ----------------------------------------------------------------------------

@@ -94,13 +94,25 @@ def label_errors(heldout: dict, j: int, draws: int = 0,
 
 
 def check_heldout(heldout, n_labels: int) -> None:
-    """Refuse a `heldout` entry that does not fit its task."""
+    """Refuse a `heldout` entry that does not fit its task or cannot be counts: a clear
+    error at load rather than a division by zero or a numpy error at the first profile."""
     if heldout is None:
         return
     keys = ("positives", "tp", "fp", "score_sum_pos", "score_sum_neg", "score_sumsq_pos",
             "score_sumsq_neg")
-    if not isinstance(heldout, dict) or not isinstance(heldout.get("articles"), int):
-        raise ValueError("heldout must be a mapping with an integer `articles`")
+    if not isinstance(heldout, dict) or not isinstance(heldout.get("articles"), int) \
+            or isinstance(heldout.get("articles"), bool) or heldout["articles"] < 1:
+        raise ValueError("heldout must be a mapping with a whole number of `articles` >= 1")
+    n = heldout["articles"]
     for key in keys:
-        if len(heldout.get(key) or []) != n_labels:
+        values = heldout.get(key)
+        if not isinstance(values, list) or len(values) != n_labels:
             raise ValueError(f"heldout {key!r} needs one entry per label ({n_labels})")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and np.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"heldout {key!r}: every entry must be a finite number >= 0")
+    for j in range(n_labels):
+        pos, tp, fp = heldout["positives"][j], heldout["tp"][j], heldout["fp"][j]
+        if not (pos <= n and tp <= pos and fp <= n - pos):
+            raise ValueError(f"heldout counts of label {j} do not fit: positives {pos}, tp "
+                             f"{tp}, fp {fp} of {n} articles")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.core.heldout import check_heldout
 from model.profiles.quantify import DEFAULT_METHOD, DRAWS, Estimates, estimate
 from model.profiles.tally import MAX_GROUPS, Tally, tally_predictions
 
@@ -32,7 +33,8 @@ class Profile:
 def profile_predictions(lines, by: str, task: str = "frames", labels=None,
                         heldout: dict | None = None, method: str = DEFAULT_METHOD,
                         over: str | None = None, domain: str = "keep", draws: int = DRAWS,
-                        max_groups: int = MAX_GROUPS, seed: int = 0) -> Profile:
+                        max_groups: int = MAX_GROUPS, seed: int = 0,
+                        keep_replicates: bool = False) -> Profile:
     """Tally prediction `lines` (dicts) per value of `by` (and period, `over`) and estimate
     each group's share of each label by `method`. `labels`/`heldout`: the model's labels
     of `task` and its stored held-out error estimates (model/core/heldout.py), where known.
@@ -40,7 +42,8 @@ def profile_predictions(lines, by: str, task: str = "frames", labels=None,
     tally = tally_predictions(lines, by, task, labels, over, domain, max_groups)
     if heldout is not None and labels is not None:
         heldout = dict(heldout, labels=list(labels))
-    return Profile(tally, estimate(tally, method, heldout, draws, seed))
+    return Profile(tally, estimate(tally, method, heldout, draws, seed,
+                                   keep_replicates=keep_replicates))
 
 
 def model_task(model_dir, task: str) -> tuple[list[str], dict | None]:
@@ -51,4 +54,9 @@ def model_task(model_dir, task: str) -> tuple[list[str], dict | None]:
     tasks = {t["name"]: t for t in read_artifact_config(model_dir).get("tasks", [])}
     if task not in tasks:
         raise ValueError(f"{model_dir}: no task {task!r} (its tasks: {', '.join(tasks)})")
-    return list(tasks[task]["labels"]), tasks[task].get("heldout")
+    labels, heldout = list(tasks[task]["labels"]), tasks[task].get("heldout")
+    try:
+        check_heldout(heldout, len(labels))
+    except ValueError as err:
+        raise ValueError(f"{model_dir}/config.json: task {task!r}: {err}") from None
+    return labels, heldout

@@ -30,7 +30,8 @@ def compare(estimates: Estimates, by: str, pairs: list[tuple[str, str]] | None =
     `pairs` is None), with the 95% interval, the p-value, the BH q-value and, for those
     flagged, the FCR-adjusted interval."""
     if not estimates.replicates:
-        raise ValueError("comparisons need bootstrap replicates (draws > 0)")
+        raise ValueError("comparisons need bootstrap replicates (draws > 0, "
+                         "keep_replicates=True)")
     names = group_names(estimates, by)
     pairs = list(combinations(names, 2)) if pairs is None else pairs
     for a, b in pairs:
@@ -48,7 +49,9 @@ def compare(estimates: Estimates, by: str, pairs: list[tuple[str, str]] | None =
     for a, b in pairs:
         diff = stacked[a] - stacked[b]  # labels x replicates
         low, high = np.percentile(diff, [2.5, 97.5], axis=1)
-        p = np.minimum(1.0, 2 * np.minimum((diff <= 0).mean(axis=1), (diff >= 0).mean(axis=1)))
+        # Two-sided, counted as (k + 1) / (B + 1): B replicates cannot show p = 0.
+        below, above = (diff <= 0).sum(axis=1), (diff >= 0).sum(axis=1)
+        p = np.minimum(1.0, 2 * (np.minimum(below, above) + 1) / (diff.shape[1] + 1))
         for j, label in enumerate(labels):
             point = shares[(a, label)]["share"] - shares[(b, label)]["share"]
             out.append({"a": a, "b": b, "label": label, "difference": float(point),

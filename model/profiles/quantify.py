@@ -40,6 +40,7 @@ NEEDS_HELDOUT = ("acc", "pacc", "sld")
 # "Profiles": per-outlet share error and interval coverage of every method).
 DEFAULT_METHOD = "pcc"
 DRAWS = 1000
+MAX_DRAWS = 10_000
 Z95 = 1.959963984540054
 MIN_SEPARATION = 0.01  # tpr - fpr (or mean_pos - mean_neg) below this cannot be inverted
 
@@ -81,11 +82,12 @@ def _adjust(estimate, low, high):
 
 def estimate_cell(counts: np.ndarray, sums: np.ndarray, method: str,
                   errors: LabelErrors | None, rng: np.random.Generator | None = None,
-                  draws: int = 0, calibration_sd: float = 0.0) -> np.ndarray:
+                  draws: int = 0, shift: np.ndarray | float = 0.0) -> np.ndarray:
     """The share of one (group, label) by `method`: one value (draws=0), or `draws`
     bootstrap replicates. `counts`/`sums`: the tally's (2, BINS) cells; `errors`: the
-    label's held-out rates (replicates when drawing); `calibration_sd`: the standard
-    error of the calibration's mean, shifted into score-based replicates."""
+    label's held-out rates (replicates when drawing); `shift`: per replicate, the
+    calibration's error in the mean (drawn once per label and shared by every group, so
+    it cancels in a difference), added to score-based replicates."""
     flat, total = counts.ravel().astype(float), sums.ravel()
     n = flat.sum()
     q = np.divide(total, flat, out=np.zeros_like(total), where=flat > 0)
@@ -115,8 +117,7 @@ def estimate_cell(counts: np.ndarray, sums: np.ndarray, method: str,
         # Each article carries the label with its (adjusted) probability: the group's
         # share varies around the mean score by the sum of those Bernoulli variances.
         spread = np.sqrt((resampled * post * (1 - post)).sum(axis=1)) / n
-        out = out + rng.normal(0.0, 1.0, draws) * spread
-        out = out + rng.normal(0.0, calibration_sd, draws)
+        out = out + rng.normal(0.0, 1.0, draws) * spread + shift
     return np.clip(out, 0.0, 1.0)
 
 
@@ -141,10 +142,14 @@ class Estimates:
 
 
 def estimate(tally: Tally, method: str = DEFAULT_METHOD, heldout: dict | None = None,
-             draws: int = DRAWS, seed: int = 0, level: float = 0.95) -> Estimates:
+             draws: int = DRAWS, seed: int = 0, level: float = 0.95,
+             keep_replicates: bool = False) -> Estimates:
     """One row per (group, label): articles, the raw count and share the served rule
     gives, the `method`'s share and its bootstrap interval at `level`. `heldout`: the
-    task's stored error estimates (required by acc, pacc and sld)."""
+    task's stored error estimates (required by acc, pacc and sld). `keep_replicates`:
+    keep every (group, label)'s replicates, for comparisons."""
+    if not 0 <= draws <= MAX_DRAWS:
+        raise ValueError(f"draws must be a whole number in [0, {MAX_DRAWS}], got {draws!r}")
     if method not in METHODS:
         raise ValueError(f"unknown profile method {method!r} (known: {', '.join(METHODS)})")
     if method in NEEDS_HELDOUT and not heldout:
@@ -166,11 +171,12 @@ def estimate(tally: Tally, method: str = DEFAULT_METHOD, heldout: dict | None = 
         point_errors = label_errors(heldout, k) if heldout else None
         drawn = label_errors(heldout, k, draws, rng) if heldout and draws else None
         sd = calibration_sd(heldout, k) if method in ("pcc", "sld") else 0.0
+        shift = rng.normal(0.0, sd, draws) if draws else 0.0
         for group in tally.groups():
             counts, sums = tally.cell(group, label)
             n = int(counts.sum())
             share = estimate_cell(counts, sums, method, point_errors)
-            rep = estimate_cell(counts, sums, method, drawn, rng, draws, sd) if draws else None
+            rep = estimate_cell(counts, sums, method, drawn, rng, draws, shift) if draws else None
             low, high = (np.percentile(rep, [tail, 100 - tail]) if rep is not None
                          else (share, share))
             name, period = group if isinstance(group, tuple) else (group, None)
@@ -182,7 +188,7 @@ def estimate(tally: Tally, method: str = DEFAULT_METHOD, heldout: dict | None = 
                        share=float(share), ci95_low=float(min(low, share)),
                        ci95_high=float(max(high, share)), method=method)
             rows.append(row)
-            if rep is not None:
+            if rep is not None and keep_replicates:
                 replicates[(group, label)] = rep.astype(np.float32)
     order = {label: i for i, label in enumerate(tally.labels)}
     rows.sort(key=lambda r: (r[tally.by], r.get("period") or "", order[r["label"]]))

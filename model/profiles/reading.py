@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 PERIODS = ("month", "quarter", "year")
-_DATE = re.compile(r"^\s*(\d{4})(?:-(\d{1,2}))?")
+_DATE = re.compile(r"^\s*(\d{4})(?:-(\d{1,2})(?!\d))?(?![\d])")
 
 
 def labels_of(prediction: dict, task: str) -> list[str]:

@@ -34,6 +34,9 @@ MAX_GROUPS = 500
 # Distinct labels when the model's own are not known (the `profile` command): a model has
 # a few dozen at most, so thousands mean the file is not predictions of one task.
 MAX_LABELS = 1000
+# Distinct periods with `over`: a century of months. Rows are groups x periods x labels, so
+# both are bounded.
+MAX_PERIODS = 1200
 
 
 class TooManyGroups(ValueError):
@@ -93,17 +96,26 @@ def tally_predictions(lines, by: str, task: str = "frames", labels=None, over: s
     known = list(labels) if labels is not None else None
     out = Tally(by, task, over, list(known or []))
     seen: set[str] = set(known or [])
-    for line in lines:
+    periods: set = set()
+    for number, line in enumerate(lines, start=1):
         if "error" in line:
             out.skipped += 1
             continue
         try:
             found = set(labels_of(line, task))
-            scores = scores_of(line, task)
-        except ValueError:
+        except ValueError:  # no prediction of this task
             out.skipped += 1
             continue
-        flagged = (line.get("domain") or {}).get("in_domain") is False
+        try:
+            scores = scores_of(line, task)
+        except ValueError as err:
+            raise ValueError(f"prediction line {number}: {err}") from None
+        domain_entry = line.get("domain")
+        if domain_entry is not None and not isinstance(domain_entry, dict):
+            raise ValueError(f"prediction line {number}: `domain` must be an object such as "
+                             f'{{"typicality": 40.0, "in_domain": true}}, got {domain_entry!r}'
+                             [:200])
+        flagged = (domain_entry or {}).get("in_domain") is False
         if flagged and domain == "drop":
             out.out_of_domain += 1
             continue
@@ -117,6 +129,11 @@ def tally_predictions(lines, by: str, task: str = "frames", labels=None, over: s
                 out.undated += 1
                 continue
             group = (group, period)
+            if period not in periods:
+                periods.add(period)
+                if len(periods) > MAX_PERIODS:
+                    raise TooManyGroups(f"more than {MAX_PERIODS} distinct periods of `date`: "
+                                        "profile over a longer period (quarter, year)")
         if known is not None:
             for label in sorted(found - seen):
                 out.ignored += 1
