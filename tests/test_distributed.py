@@ -34,7 +34,7 @@ def test_torchrun_two_processes_matches_one(tiny_encoder, keyword_data, keyword_
     assert proc.stdout.count("test topic: accuracy") == 1
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints", "config.yaml", "confusion_matrix.png", "metrics.json", "model",
-        "report.md", "splits.json"]
+        "reliability_topic.png", "report.md", "splits.json"]
     ddp = json.loads((out / "metrics.json").read_text())["tasks"]["topic"]
     assert ddp["accuracy"] >= 0.85
     # Two ranks of 4 articles make global batches of 8, as the single process had: both
