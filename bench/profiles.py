@@ -90,7 +90,7 @@ def summed(heldouts: list[dict]) -> dict:
     return out
 
 
-def score_groups(groups: dict[str, list[int]], folds: list[dict], lines: list[dict],
+def score_groups(groups: dict[str, list[int]], lines: list[dict],
                  gold: np.ndarray, labels: list[str], heldout: dict, draws: int) -> dict:
     """Every method's share per (group, label) against the gold share: mean absolute
     error, coverage of the 95% interval, mean interval width; Wilson beside cc."""
@@ -113,9 +113,8 @@ def score_groups(groups: dict[str, list[int]], folds: list[dict], lines: list[di
                            "per_label_mae": {label: float(np.mean(
                                [e for e, r in zip(errors, rows) if r["label"] == label]))
                                for label in labels}}
-    wilson = [wilson_interval(r["count"], r["articles"]) for r in
-              estimate(tally, "cc", None, 0).rows]
     cc_rows = estimate(tally, "cc", None, 0).rows
+    wilson = [wilson_interval(r["count"], r["articles"]) for r in cc_rows]
     results["cc"]["wilson_coverage"] = float(np.mean([
         low <= truth[(r["group"], r["label"])] <= high
         for (low, high), r in zip(wilson, cc_rows)]))
@@ -262,7 +261,7 @@ def main(argv=None) -> int:
         groups = {}
         for i, line in enumerate(lines):
             groups.setdefault(line["source"], []).append(i)
-    results = score_groups(groups, folds, lines, gold, labels, heldout, args.draws)
+    results = score_groups(groups, lines, gold, labels, heldout, args.draws)
     mixed = np.concatenate([f["mixed"] for f in folds])
     served = np.concatenate([f["served"] for f in folds])
     ece = {"before": expected_calibration_error(mixed, gold, "multi_label"),
