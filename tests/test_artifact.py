@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -134,3 +135,34 @@ def test_a_failed_final_rename_keeps_the_previous_artifact(tiny_encoder, tmp_pat
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
     assert load_artifact(path)[2]["metrics"] == {"run": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_an_artifact_tokenizer_loads_without_a_false_mistral_warning(tmp_path):
+    """A fast tokenizer with no class of its own (as multilingual-e5-small's XLM-R one),
+    saved beside this project's config.json, loads silently and tokenizes as the
+    tokenizer.json itself does."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from model.core.artifact import load_tokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3, "привет": 4, "мир": 5, ",": 6}
+    # transformers only suspects vocabularies of over 100,000 entries, as XLM-R's.
+    vocab.update({f"w{i}": 7 + i for i in range(100_000)})
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>",
+                            bos_token="<s>", eos_token="</s>").save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 3}))
+    logger, seen = logging.getLogger("transformers"), []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        tokenizer = load_tokenizer(tmp_path)
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in seen if "incorrect regex" in m]
+    text = "привет , мир zzz"
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == \
+        Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text).ids == [4, 6, 5, 0]

@@ -166,8 +166,20 @@ def load_artifact(path: str | os.PathLike, allow_pickle: bool = False):
     network = ArticleClassifierNetwork(encoder, tasks, config)
     _load_weights(network, path, allow_pickle)
     network.eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return network, tokenizer, document
+    return network, load_tokenizer(path), document
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The tokenizer saved in an artifact folder.
+
+    transformers (5.x) looks for a Mistral tokenizer by reading the `config.json` beside the
+    tokenizer files; an artifact's config.json is this project's, with no `model_type`, so a
+    fast tokenizer without its own class (the XLM-R one of multilingual-e5-small) was taken
+    for a Mistral one and a warning of "incorrect regex pattern" printed. Nothing was wrong:
+    the token ids equal those of `tokenizers.Tokenizer.from_file` on the same tokenizer.json
+    in all six SemEval languages, while the proposed "fix" would change them. So the check is
+    declined explicitly."""
+    return AutoTokenizer.from_pretrained(str(path), fix_mistral_regex=False)
 
 
 def load_lexical_models(path: str | os.PathLike, tasks: list[TaskSpec]) -> dict:
