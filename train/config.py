@@ -151,6 +151,53 @@ class DataConfig:
         return None
 
 
+MODES = ("finetune", "frozen", "top")
+
+
+@dataclass
+class TopConfig:
+    """Top-layer training (`training.mode: top`, train/top_layers.py).
+
+    Attributes:
+        layers: how many of the encoder's top layers are trained; the states below them
+            are computed once and cached.
+        epochs: epochs of each cross-fitting run; the best epoch by held-out score is kept.
+        batch_size: articles per step.
+        learning_rate: of the top layer; each layer below gets `layer_decay` times the
+            rate of the one above it.
+        head_learning_rate: of the heads (started from the frozen probe).
+        warmup_ratio: share of the steps the learning rate warms up over.
+        windows: windows of each article read per step, drawn at random.
+        folds: cross-fitting folds: the top layers are trained once per fold, and the
+            served ones are the mean of the fold models.
+        wise: the shares of the tuned weights tried in `alpha x tuned + (1 - alpha) x
+            start` (WiSE-FT); the best on held-out articles is served.
+    """
+
+    layers: int = 2
+    epochs: int = 3
+    batch_size: int = 8
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-4
+    layer_decay: float = 0.8
+    warmup_ratio: float = 0.1
+    windows: int = 2
+    folds: int = 3
+    wise: list[float] = field(default_factory=lambda: [0.5, 1.0])
+
+    def __post_init__(self):
+        for name in ("layers", "epochs", "batch_size", "windows"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"training.top.{name} must be at least 1")
+        if self.folds < 2:
+            raise ValueError("training.top.folds must be at least 2")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError("training.top.layer_decay must be in (0, 1]")
+        if not self.wise or any(not 0 < float(a) <= 1 for a in self.wise):
+            raise ValueError("training.top.wise must list shares in (0, 1]")
+        self.wise = [float(a) for a in self.wise]
+
+
 @dataclass
 class TrainingConfig:
     """Optimisation and output. Passed on to Hugging Face `TrainingArguments`.
@@ -173,7 +220,10 @@ class TrainingConfig:
             shuffle of all examples); larger values move towards equal shares.
         mode: `finetune` trains the encoder with the heads; `frozen` keeps the encoder as
             it is, embeds every window once and fits the heads by logistic regression
-            (train/frozen.py): seconds instead of minutes once embedded.
+            (train/frozen.py): seconds instead of minutes once embedded; `top` does the
+            same, then trains the encoder's top layers and the heads on cached lower-layer
+            states (train/top_layers.py, settings in `top`).
+        top: the settings of `mode: top`.
         embedding_cache: where frozen mode keeps window embeddings (default: the user
             cache, $ARTICLE_CLASSIFIER_CACHE/embeddings).
         check_served: after saving, load the model as `auto` serves it here and, when
@@ -206,10 +256,13 @@ class TrainingConfig:
     cv_folds: int = 5
     frozen_c_grid: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03,
                                                                 0.1, 0.3])
+    top: TopConfig = field(default_factory=TopConfig)
 
     def __post_init__(self):
-        if self.mode not in ("finetune", "frozen"):
-            raise ValueError(f"training.mode must be finetune or frozen, got {self.mode!r}")
+        if isinstance(self.top, dict):
+            self.top = dataclass_from_dict(TopConfig, self.top, "training.top")
+        if self.mode not in MODES:
+            raise ValueError(f"training.mode must be one of {MODES}, got {self.mode!r}")
         if self.cv_folds < 2:
             raise ValueError("training.cv_folds must be at least 2")
         if not self.frozen_c_grid or any(float(c) <= 0 for c in self.frozen_c_grid):

@@ -7,6 +7,9 @@ each the mean of its window embeddings as the served model reads it:
 - frozen mode: the encoder never saw any of them, so every article is held out in turn
   (leave one out: its distance to its k nearest others) and the embeddings come from the
   frozen-training cache (train/embedding_cache.py), which holds them already;
+- top-layer training: as frozen (the lower layers are, and each article was held out of
+  one of the fold models averaged), embedded through the trained top layers from the
+  cached lower-layer states;
 - fine-tuned: the encoder was fitted to the training articles, which therefore lie closer
   to each other than any new article would; only the validation articles, which it never
   saw, are ranked against (still leave one out, against all the others).
@@ -26,6 +29,7 @@ from model.core.domain import DomainReference, article_embeddings, knn_distances
 from model.runtime.classifier import ArticleClassifier
 from train.config import RunConfig
 from train.embedding_cache import EmbeddingCache
+from train.top_layers import encoder_layers, states_to_embeddings
 
 # Neighbours averaged per article: enough that one near-duplicate in the training set does
 # not make an article typical, few enough that a small topic (a few hundred BBC articles
@@ -52,7 +56,9 @@ def fit_domain(clf: ArticleClassifier, cfg: RunConfig, splits: dict,
     `splits` (by task, then split). `frozen`: whether the encoder was left as it was
     (default: `cfg.training.mode`). Returns it and a report."""
     started = time.perf_counter()
-    frozen = cfg.training.mode == "frozen" if frozen is None else frozen
+    # A top-trained encoder counts as frozen here: its lower layers are, and every training
+    # article was held out of one of the fold models whose mean it serves.
+    frozen = cfg.training.mode in ("frozen", "top") if frozen is None else frozen
     texts, held_out = reference_articles(splits, frozen)
     if len(texts) <= DOMAIN_K:
         raise ValueError(f"the domain reference needs more than {DOMAIN_K} training "
@@ -101,6 +107,11 @@ def embed_articles(clf: ArticleClassifier, texts: list[str], cfg: RunConfig,
                    cached: bool) -> np.ndarray:
     """Each text's mean window embedding as `clf` reads it (whole: no early exit)."""
     batch = cfg.training.eval_batch_size
+    if cached and cfg.training.mode == "top":  # states below the trained layers are cached
+        start = len(encoder_layers(clf.network.encoder)) - cfg.training.top.layers
+        cache = EmbeddingCache(clf, cfg.training.embedding_cache, layer=start)
+        return states_to_embeddings(clf.network, cache.entries(texts, batch)[1], start,
+                                  clf.precision)
     if cached:  # frozen training embedded these very windows already
         _, windows = EmbeddingCache(clf, cfg.training.embedding_cache).windows(texts, batch)
         return np.stack([w.mean(axis=0) for w in windows])

@@ -177,7 +177,7 @@ def train(cfg: RunConfig, resume: bool = False, config_path: str = "CONFIG") -> 
     network, tokenizer = build_network(cfg.model, specs)
     clf = ArticleClassifier(network, tokenizer)
     started = time.perf_counter()
-    if cfg.training.mode == "frozen":
+    if cfg.training.mode in ("frozen", "top"):
         # Window embeddings are computed in the precision torch's `auto` runs here (bf16
         # where native, else fp32; on the GPU where there is one): fast, and as close to
         # what the served int8 backend gives as to fp32 (its scores are recorded below);
