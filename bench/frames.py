@@ -68,11 +68,15 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str, baselines_only: bool = F
         raise RuntimeError(f"training failed for {name}")
     metrics = json.loads((fold_dir / "metrics.json").read_text())
     ours = metrics["tasks"][task]
+    trained_report = (metrics.get("frozen") or metrics.get("lexical") or {})
     result.update(model={"micro_f1": ours["micro_f1"], "macro_f1": ours["macro_f1"]},
                   training_seconds=metrics["training_seconds"], pooling={},
                   mode=metrics.get("mode", "finetune"),
-                  lexical_weight=(metrics.get("frozen") or metrics.get("lexical") or {})
-                  .get(task, {}).get("lexical_weight"))
+                  lexical_weight=trained_report.get(task, {}).get("lexical_weight"),
+                  top=trained_report.get("top"),
+                  cross_validated={k: v for k, v in trained_report.get(task, {}).items()
+                                   if k in ("cv_score", "network_cv_score", "mixed_cv_score",
+                                            "probe_mixed_cv_score", "by_language")})
     clf = load_classifier(fold_dir / "model", precision="fp32")
     trained = next(t for t in clf.tasks if t.name == task)
     test = parts["test"]
@@ -98,7 +102,7 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str, baselines_only: bool = F
         result["network_alone"] = {"micro_f1": scores["micro_f1"],
                                    "macro_f1": scores["macro_f1"]}
     for pooling in ("mean", "max"):
-        if clf.config.pooling == "attention" or metrics.get("mode") == "frozen":
+        if clf.config.pooling == "attention" or metrics.get("mode") in ("frozen", "top"):
             break  # learned pooling is trained in, frozen heads are fitted for the mean
         clf = clf.with_settings(pooling=pooling)
         # Each pooling gets thresholds tuned for its own scores on the validation split.
@@ -122,8 +126,9 @@ def summarise(folds: list[dict], title: str, pooling: str) -> str:
     trained = "model" in folds[0]
     if trained:
         mode = folds[0].get("mode", "finetune")
-        name = ("frozen encoder, logistic-regression heads" if mode == "frozen"
-                else f"fine-tuned, trained pooling ({pooling})")
+        name = {"frozen": "frozen encoder, logistic-regression heads",
+                "top": "top layers trained on cached states, from the probe"}.get(
+                    mode, f"fine-tuned, trained pooling ({pooling})")
         weights = [f["lexical_weight"] for f in folds if f.get("lexical_weight") is not None]
         if weights:
             name += (f", mixed with its lexical component (weight "
@@ -151,6 +156,21 @@ def summarise(folds: list[dict], title: str, pooling: str) -> str:
                   f"{statistics.mean(f['training_seconds'] for f in folds):.0f} s"]
     if trained and "by_language" in folds[0]["model"]:
         lines += ["", *language_table(folds)]
+    if trained and folds[0].get("cross_validated", {}).get("by_language"):
+        lines += ["", "Per-language against shared choices, nested cross-validation on each "
+                  "fold's training articles (pooled micro-F1, mean over folds):", ""]
+        for choice in folds[0]["cross_validated"]["by_language"]:
+            values = [f["cross_validated"]["by_language"][choice] for f in folds]
+            lines.append(f"- {choice}: {stats(values)}")
+    if trained and folds[0].get("top"):
+        lines += ["", "Top layers, per fold: out-of-fold score by epoch, by WiSE-FT share, "
+                  "the chosen epoch and share:", ""]
+        for f in folds:
+            t = f["top"]
+            lines.append(f"- {f['fold']}: {t['epoch_scores']} / {t['wise_scores']} -> epoch "
+                         f"{t['epochs']}, alpha {t['wise_alpha']}; probe + lexical "
+                         f"{f['cross_validated'].get('probe_mixed_cv_score')}, tuned + lexical "
+                         f"{f['cross_validated'].get('mixed_cv_score')} ({t['seconds']:.0f} s)")
     env = environment()
     lines.append(f"machine: {env['cpu']}, {env['cpu_count']} CPUs, torch {env['torch']}")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ from model.runtime.classifier import ArticleClassifier
 from train.config import RunConfig, TaskConfig
 from train.embedding_cache import EmbeddingCache
 from train.finetune import balanced_weights
+from train.languages import language_report
 from train.linear import cross_validated, fit_lexical, fit_logistic, label_matrix, make_folds
 from train.top_layers import encoder_layers, states_to_embeddings, tune_top_layers
 from train.tuning import best_mixture, calibrate_and_tune, served_score, tune_thresholds
@@ -91,6 +92,14 @@ def train_frozen(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec],
             spec.lexical_weight, mixed, score = mix(spec, task_cfg, y, oof, lexical_oof)
             info.update(lexical_info, lexical_weight=spec.lexical_weight,
                         mixed_cv_score=round(score, 4))
+            if top:  # the probe the top layers started from, mixed the same way
+                info["probe_mixed_cv_score"] = round(
+                    best_mixture(spec, y, task["oof"], lexical_oof)[1], 4)
+            by_language = language_report(spec, task["examples"],
+                                          [a.text for a in task["encoded"]], y, task["folds"],
+                                          oof, lexical_oof, task["balanced"])
+            if by_language:
+                info["by_language"] = by_language
         # 5. calibrate, tune the thresholds on the calibrated scores, record the errors
         _, calibration = calibrate_and_tune(spec, gold, y, mixed, task_cfg.calibration,
                                             task_cfg.threshold_tuning, training.seed)
