@@ -52,12 +52,18 @@ def run_baselines(parts: dict, labels: list[str], by_language: bool) -> dict:
 
 
 def run_fold(cfg, name: str, fold_dir: Path, task: str, baselines_only: bool = False,
-             by_language: bool = False) -> dict:
+             by_language: bool = False, earlier: dict | None = None) -> dict:
     cfg.training.output_dir = str(fold_dir)
     specs, splits, _ = prepare_data(deepcopy(cfg))
     spec = next(s for s in specs if s.name == task)
     parts = splits[task]
-    baselines = run_baselines(parts, spec.labels, by_language)
+    if earlier is not None:  # the same fold of an earlier run: same articles, same baselines
+        if earlier["fold"] != name or earlier["n_test"] != len(parts["test"]) or (
+                by_language and "by_language" not in next(iter(earlier["baselines"].values()))):
+            raise ValueError(f"--baselines-from: fold {name} does not match the earlier run's")
+        baselines = earlier["baselines"]
+    else:
+        baselines = run_baselines(parts, spec.labels, by_language)
     result = {"fold": name, "n_test": len(parts["test"]), "baselines": baselines}
     print(f"[{name}] " + " | ".join(f"{label}: micro-F1 {b['micro_f1']:.4f} macro-F1 "
                                     f"{b['macro_f1']:.4f}" for label, b in baselines.items()),
@@ -211,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--by-language", action="store_true",
                         help="also score every language of a multilingual set on its own, "
                              "against baselines fitted on that language alone")
+    parser.add_argument("--baselines-from", metavar="JSON",
+                        help="take the baselines' scores from an earlier run's "
+                             "bench_frames_<name>.json on the same folds instead of "
+                             "refitting them")
     parser.add_argument("--baselines-only", action="store_true",
                         help="score the bag-of-words baselines on the folds, train nothing")
     parser.add_argument("--out", default="bench/results")
@@ -228,18 +238,22 @@ def main(argv=None) -> int:
     if task not in [t.name for t in base.tasks]:
         parser.error(f"--task {task}: the config has no such task")
     folds = []
+    earlier = (json.loads(Path(args.baselines_from).read_text())["folds"]
+               if args.baselines_from else None)
     if args.cv:
         for k in range(args.cv):
             cfg = load_run_config(args.config, [*args.set, f"data.cv_folds={args.cv}",
                                                 f"data.cv_fold={k}"])
             folds.append(run_fold(cfg, f"cv{k}", run_root / f"cv{k}", task,
-                                  args.baselines_only, args.by_language))
+                                  args.baselines_only, args.by_language,
+                                  earlier[k] if earlier else None))
         title = f"{name}: {args.cv}-fold cross-validation"
     else:
-        for k in args.published_folds.split(","):
+        for i, k in enumerate(args.published_folds.split(",")):
             cfg = load_run_config(args.config, [*args.set, f"tasks.0.dataset.fold={k}"])
             folds.append(run_fold(cfg, f"fold{k}", run_root / f"fold{k}", task,
-                                  args.baselines_only, args.by_language))
+                                  args.baselines_only, args.by_language,
+                                  earlier[i] if earlier else None))
         title = f"{name}: published folds {args.published_folds}"
     report = summarise(folds, title, base.model.pooling)
     print(report)

