@@ -87,8 +87,14 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str, baselines_only: bool = F
     trained = next(t for t in clf.tasks if t.name == task)
     test = parts["test"]
     encoded = clf.encode([e.text for e in test])
+    # The test windows are embedded once; every reading below mixes from them.
+    embeddings = clf.embed_windows(encoded)
+
+    def served():
+        return {name: m[0] for name, m in clf.answer(embeddings, encoded)[0].items()}
+
     if by_language:
-        probs = clf.probabilities(encoded)[task]
+        probs = served()[task]
         result["model"]["by_language"] = {}
         for lang in sorted({language_of(e) for e in test}):
             rows = [i for i, e in enumerate(test) if language_of(e) == lang]
@@ -102,8 +108,7 @@ def run_fold(cfg, name: str, fold_dir: Path, task: str, baselines_only: bool = F
         # tuned for it on the same out-of-fold articles.
         mixed = (trained.lexical_weight, trained.thresholds)
         trained.lexical_weight, trained.thresholds = None, alone
-        scores = task_metrics(trained, [e.label for e in test],
-                              clf.probabilities(encoded)[task])
+        scores = task_metrics(trained, [e.label for e in test], served()[task])
         trained.lexical_weight, trained.thresholds = mixed
         result["network_alone"] = {"micro_f1": scores["micro_f1"],
                                    "macro_f1": scores["macro_f1"]}

@@ -18,8 +18,7 @@ from model.core.tasks import TaskSpec
 from model.core.text import EncodedArticle
 from tests.conftest import run_cli, tiny_overrides
 from train.data import Example
-from train.finetune import balanced_weights
-from train.trainer import ArticleDataset, TaskMixSampler, task_sampling_weights
+from train.trainer import ArticleDataset, TaskMixSampler, balanced_weights, task_sampling_weights
 
 
 def examples(labels):

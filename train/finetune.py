@@ -8,21 +8,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from model.core.tasks import MULTI_LABEL, TaskSpec
+from model.core.tasks import TaskSpec
 from model.core.text import clean_text
 from model.runtime.classifier import ArticleClassifier
 from train.config import RunConfig
-from train.data import multi_hot
 from train.linear import fit_lexical, label_matrix, make_folds
 from train.trainer import (
     ArticleDataset,
     ArticleTrainer,
     ChunkCollator,
+    balanced_weights,
     choose_precision,
     last_complete_checkpoint,
+    targets_for,
     training_arguments,
 )
 from train.tuning import best_mixture
@@ -63,23 +61,6 @@ def finetune(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec], spli
         print("no checkpoint to resume from; starting from the beginning", file=sys.stderr)
     trainer.train(resume_from_checkpoint=checkpoint)
     return (precision if trainer.is_world_process_zero() else None), checkpoint
-
-
-def targets_for(spec: TaskSpec, examples) -> list:
-    if spec.type == MULTI_LABEL:
-        return list(multi_hot([e.label for e in examples], spec.labels))
-    index = {name: i for i, name in enumerate(spec.labels)}
-    return [index[e.label] for e in examples]
-
-
-def balanced_weights(spec: TaskSpec, examples) -> torch.Tensor:
-    """Inverse-frequency class weights, or negatives/positives per label for multi-label."""
-    y = np.asarray(targets_for(spec, examples))
-    if spec.type == MULTI_LABEL:
-        positives = y.sum(axis=0).clip(min=1)
-        return torch.tensor((len(y) - positives) / positives)
-    counts = np.bincount(y, minlength=len(spec.labels)).clip(min=1)
-    return torch.tensor(len(y) / (len(spec.labels) * counts))
 
 
 def lexical_for_finetuned(clf: ArticleClassifier, cfg: RunConfig, specs: list[TaskSpec],

@@ -36,10 +36,10 @@ from model.core.tasks import MULTI_LABEL, TaskSpec
 from model.runtime.classifier import ArticleClassifier
 from train.config import RunConfig, TaskConfig
 from train.embedding_cache import EmbeddingCache
-from train.finetune import balanced_weights
 from train.languages import language_report
 from train.linear import cross_validated, fit_lexical, fit_logistic, label_matrix, make_folds
 from train.top_layers import encoder_layers, states_to_embeddings, tune_top_layers
+from train.trainer import balanced_weights
 from train.tuning import best_mixture, calibrate_and_tune, served_score, tune_thresholds
 
 

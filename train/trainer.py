@@ -18,11 +18,12 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from model.core.config import ModelConfig
-from model.core.tasks import MULTI_LABEL
+from model.core.tasks import MULTI_LABEL, TaskSpec
 from model.core.text import EncodedArticle, pick_training_windows
 from model.runtime.classifier import ArticleClassifier
 from model.runtime.devices import resolve_device, resolve_precision
 from train.config import TrainingConfig
+from train.data import multi_hot
 from train.metrics import task_metrics
 
 
@@ -247,3 +248,20 @@ def training_arguments(cfg: TrainingConfig, output_dir: str, precision: str,
         report_to="none",
         disable_tqdm=False,
     )
+
+
+def targets_for(spec: TaskSpec, examples) -> list:
+    if spec.type == MULTI_LABEL:
+        return list(multi_hot([e.label for e in examples], spec.labels))
+    index = {name: i for i, name in enumerate(spec.labels)}
+    return [index[e.label] for e in examples]
+
+
+def balanced_weights(spec: TaskSpec, examples) -> torch.Tensor:
+    """Inverse-frequency class weights, or negatives/positives per label for multi-label."""
+    y = np.asarray(targets_for(spec, examples))
+    if spec.type == MULTI_LABEL:
+        positives = y.sum(axis=0).clip(min=1)
+        return torch.tensor((len(y) - positives) / positives)
+    counts = np.bincount(y, minlength=len(spec.labels)).clip(min=1)
+    return torch.tensor(len(y) / (len(spec.labels) * counts))
